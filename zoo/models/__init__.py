@@ -1,0 +1,1 @@
+"""Model families. Each module registers its architectures with :func:`zoo.register_model` on import."""
