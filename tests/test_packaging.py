@@ -25,6 +25,7 @@ Probe card written by the packaging test.
 
 def test_wheel_ships_cards(tmp_path):
     source = tmp_path / "src"
+    source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE", "zoo", "cards"):
         path = ROOT / name
         if path.is_dir():
