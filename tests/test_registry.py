@@ -22,7 +22,8 @@ def card_text(name="demo-tiny-test-potential", *, aliases=("demo",), source=None
         "files": {"config.json": SHA, "model.safetensors": SHA},
     }
     spec = {"name": name, "aliases": list(aliases), "architecture": "test-pair-potential", "task": task}
-    front = {"license": "mit", "library_name": "zoo", "tags": ["zoo"], "zoo": {**spec, "source": source, **(extra or {})}}
+    zoo_block = {**spec, "source": source, **(extra or {})}
+    front = {"license": "mit", "library_name": "zoo", "tags": ["zoo"], "zoo": zoo_block}
     return f"---\n{yaml.safe_dump(front, sort_keys=False, default_flow_style=None)}---\n# {name}\n\nProse.\n"
 
 

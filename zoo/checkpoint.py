@@ -166,7 +166,7 @@ _SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
 def stored_float_dtype(weights: Path) -> torch.dtype | None:
     """The floating dtype of a safetensors file's tensors, if they share one (else ``None``)."""
     with safe_open(str(weights), "pt") as handle:
-        kinds = {handle.get_slice(key).get_dtype() for key in handle.keys()}  # noqa: SIM118
+        kinds = {handle.get_slice(key).get_dtype() for key in handle.keys()}
     floats = {_SAFETENSORS_FLOATS[k] for k in kinds if k in _SAFETENSORS_FLOATS}
     return floats.pop() if len(floats) == 1 else None
 

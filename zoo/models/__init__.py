@@ -1,1 +1,4 @@
 """Model families. Each module registers its architectures with :func:`zoo.register_model` on import."""
+
+from zoo.models import egnn as egnn
+from zoo.models import segno as segno
