@@ -216,3 +216,10 @@ def test_url_download_resumes_after_truncation(tmp_path, hub):
 def test_url_http_error(tmp_path, hub):
     with pytest.raises(DownloadError, match="HTTP 404"):
         download_url(hub.url("/missing.bin"), tmp_path / "m.bin")
+
+
+def test_unknown_converter_suggests():
+    from zoo.converters import get_converter
+
+    with pytest.raises(KeyError, match="no converter named 'no_such_format'"):
+        get_converter("no_such_format")

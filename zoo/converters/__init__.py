@@ -11,6 +11,8 @@ opened with ``torch.load(weights_only=True)`` only.
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,14 @@ def list_converters() -> list[str]:
 
 
 def get_converter(name: str) -> Callable[..., torch.nn.Module]:
-    """The converter registered under ``name``; unknown names raise with the closest matches."""
+    """The converter registered under ``name``; unknown names raise with the closest matches.
+
+    A converter named ``x`` that is not registered yet is looked for in the module ``zoo.converters.x``,
+    imported on first use (so importing zoo does not import every upstream format).
+    """
+    module = f"{__name__}.{name}"
+    if name not in _CONVERTERS and name.isidentifier() and importlib.util.find_spec(module) is not None:
+        importlib.import_module(module)
     if name not in _CONVERTERS:
         close = difflib.get_close_matches(name, list(_CONVERTERS), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
