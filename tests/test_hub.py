@@ -223,3 +223,21 @@ def test_unknown_converter_suggests():
 
     with pytest.raises(KeyError, match="no converter named 'no_such_format'"):
         get_converter("no_such_format")
+
+
+def test_prefilled_cache_offline_without_server(tmp_path, cache, monkeypatch):
+    """An air-gapped cluster: a cache filled by hand (or copied from a login node) serves loads offline."""
+    torch.manual_seed(5)
+    model = zoo.create_model("test-pair-potential", hidden=4).double().eval()
+    folder = zoo.save_pretrained(model, tmp_path / "ckpt")
+    commit = "c" * 40
+    snapshot = cache / "hub" / "models--org--prefilled" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in (*WEIGHT_FILES, "README.md"):
+        (snapshot / name).write_bytes((folder / name).read_bytes())
+    (cache / "hub" / "models--org--prefilled" / "refs").mkdir()
+    (cache / "hub" / "models--org--prefilled" / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    graph = molecule_graph()
+    for spec in ("hf-hub:org/prefilled", f"hf-hub:org/prefilled@{commit}"):
+        assert torch.equal(zoo.load(spec)(graph)["energy"], model(graph)["energy"])
