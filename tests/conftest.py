@@ -36,7 +36,9 @@ class PairPotential(torch.nn.Module):
         atom = self.element_energy(graph.z).squeeze(-1)
         target = graph.edge_index[1]
         atom = atom.index_add(0, target, pair)
-        energy = torch.zeros(num_graphs(graph), dtype=pos.dtype).index_add(0, node_graph_index(graph), atom)
+        energy = torch.zeros(num_graphs(graph), dtype=pos.dtype, device=pos.device).index_add(
+            0, node_graph_index(graph), atom
+        )
         (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
         return {"energy": energy, "forces": -grad}
 

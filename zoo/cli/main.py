@@ -19,9 +19,16 @@ EPILOG = """examples:
 
 
 def _commands() -> dict[str, ModuleType]:
-    from zoo.cli import cache, download, info, list_models
+    from zoo.cli import cache, download, finetune, info, list_models, train
 
-    return {"list": list_models, "info": info, "download": download, "cache": cache}
+    return {
+        "list": list_models,
+        "info": info,
+        "download": download,
+        "cache": cache,
+        "train": train,
+        "finetune": finetune,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,216 @@
+"""A whole run, as ``zoo train`` and ``zoo finetune`` do it: model, data, checks, training, export.
+
+Output directory layout::
+
+    <output>/train_config.yaml            the resolved configuration
+    <output>/checkpoints/last.safetensors the full training state (resume with resume="auto")
+    <output>/checkpoints/best.safetensors the state of the best validation epoch
+    <output>/metrics.csv                  one row per epoch (epoch 0 = before training)
+    <output>/tensorboard/                 when tensorboard is installed
+    <output>/model/                       the zoo checkpoint: config.json, model.safetensors, README.md
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed
+import yaml
+from rich.console import Console
+
+from zoo.api import load
+from zoo.checkpoint import save_pretrained
+from zoo.registry import create_model, get_architecture
+from zoo.train.card import DataFile, training_card
+from zoo.train.config import TrainConfig
+from zoo.train.data import DataError, load_graphs, read_structures, validate_structures
+from zoo.train.distributed import setup
+from zoo.train.finetune import freeze, refit_energy_reference, reinitialize
+from zoo.train.progress import Reporter
+from zoo.train.state import load_state
+from zoo.train.trainer import FitResult, Trainer, seed_everything
+
+__all__ = ["RunResult", "run_training"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class RunResult:
+    """A finished run: the trainer's result and the exported zoo checkpoint directory (rank 0 only)."""
+
+    fit: FitResult
+    model_dir: Path | None
+
+
+def _resume_path(output: Path, resume: str) -> Path | None:
+    last = output / "checkpoints" / "last.safetensors"
+    if resume == "never":
+        if last.exists():
+            raise FileExistsError(
+                f"{output} already holds a run ({last}); continue it with --resume auto, or pick another --output"
+            )
+        return None
+    if resume == "auto":
+        return last if last.exists() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+    return path
+
+
+def _build_model(config: TrainConfig, base: str | None, dtype: torch.dtype) -> torch.nn.Module:
+    if base is not None:
+        if config.model is not None:
+            raise ValueError(
+                "zoo finetune takes the architecture from the base model; remove the model: section of the config"
+            )
+        model = load(base)
+    else:
+        if config.model is None:
+            raise ValueError("zoo train needs a model: section (architecture and args) in the config")
+        model = create_model(config.model.architecture, **config.model.args)
+        model.metadata = {**getattr(model, "metadata", {}), **config.model.metadata}
+    return model.to(dtype=dtype).train()
+
+
+def _required_labels(config: TrainConfig) -> list[str]:
+    if config.loss.kind == "model":
+        return []
+    return [target.label or name for name, target in config.loss.targets.items() if target.weight > 0]
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    output: str | os.PathLike[str],
+    base: str | None = None,
+    resume: str = "never",
+    console: Console | None = None,
+    command: str = "zoo train",
+) -> RunResult:
+    """Train (``base=None``, architecture from ``config.model``) or fine-tune ``base`` and export the model.
+
+    Args:
+        config: the validated configuration; ``config.data.train`` (and ``val``) name the structure files.
+        output: the run directory (see the module docstring).
+        base: a pretrained model for fine-tuning: any name :func:`zoo.load` takes, or a checkpoint directory.
+        resume: ``"never"`` (refuses an output directory that holds a run), ``"auto"`` (continue
+            ``checkpoints/last.safetensors`` if present) or a checkpoint path.
+        console: where progress goes (default: the terminal).
+        command: the command line recorded in the model card.
+
+    Raises:
+        DataError: problems in the data, all listed with file and frame.
+        ConfigError, ValueError: an inconsistent configuration.
+    """
+    output = Path(output)
+    run = config.train
+    dist = setup(run.device)
+    reporter = Reporter(output, enabled=dist.is_main, console=console, log_every=run.log_every_steps)
+    if run.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    resume_path = _resume_path(output, resume)
+    if resume_path is not None:
+        saved = load_state(resume_path)["config"]
+        changed = sorted(
+            f"{section}.{key}"
+            for section, values in config.to_dict().items()
+            if isinstance(values, dict)
+            for key, value in values.items()
+            if (saved.get(section) or {}).get(key) != value
+        )
+        if changed:
+            reporter.message(f"resuming with a changed configuration: {', '.join(changed)}")
+    seed_everything(run.seed)
+    dtype = _DTYPES[run.dtype]
+    model = _build_model(config, base, dtype)
+    metadata = getattr(model, "metadata", {})
+    cutoff = config.data.cutoff or metadata.get("cutoff")
+    if cutoff is None:
+        raise ValueError("the model's metadata has no cutoff; set data.cutoff (Å) in the config")
+    if not config.data.train:
+        raise ValueError("no training data: pass --train FILE (or data.train in the config)")
+
+    keys = {"energy": config.data.energy_key, "forces": config.data.forces_key, "stress": config.data.stress_key}
+    train_structures = read_structures(config.data.train)
+    val_structures = read_structures(config.data.val)
+    try:
+        validate_structures(
+            [*train_structures, *val_structures],
+            required=_required_labels(config),
+            keys=keys,
+            elements=metadata.get("elements"),
+        )
+    except DataError as exc:
+        raise DataError(f"the data was checked before training and is not usable: {exc}") from None
+    train_graphs = load_graphs(train_structures, float(cutoff), dtype=dtype, keys=keys)
+    val_graphs = load_graphs(val_structures, float(cutoff), dtype=dtype, keys=keys)
+    reporter.message(
+        f"data: {len(train_graphs)} training and {len(val_graphs)} validation structures, cutoff {cutoff} Å, "
+        f"{dist.world_size} process(es) on {dist.device}"
+    )
+
+    tuning = config.finetune
+    if base is not None or tuning.freeze or tuning.reinitialize:
+        reset = reinitialize(model, tuning.reinitialize) if resume_path is None else []
+        frozen = freeze(model, tuning.freeze)
+        kept = "all pretrained weights kept" if not reset else f"re-initialised: {', '.join(reset)}"
+        reporter.message(f"{kept}; frozen {len(frozen)} parameter tensor(s)")
+    if base is not None and resume_path is None and "energy" in _required_labels(config):
+        refit = refit_energy_reference(
+            model, train_graphs, mode=tuning.energy_reference, parameter=tuning.energy_reference_parameter
+        )
+        if refit is not None:
+            shifts = ", ".join(f"{symbol} {value:+.4f}" for symbol, value in refit.shifts.items())
+            verdict = "applied" if refit.applied else "not applied (little gain)"
+            reporter.message(
+                f"energy reference refit {verdict}: {shifts} eV; training energy RMSE "
+                f"{refit.rmse_before:.4g} -> {refit.rmse_after:.4g} eV/atom ({refit.parameter})"
+            )
+
+    if dist.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    trainer = Trainer(model, config, train_graphs, val_graphs, dist=dist, output_dir=output, reporter=reporter)
+    fit = trainer.fit(resume_path)
+
+    model_dir = None
+    if dist.is_main:
+        chosen = fit.best_checkpoint if fit.best_checkpoint and fit.best_checkpoint.exists() else fit.last_checkpoint
+        state = load_state(chosen)
+        trainer.eval_model.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+        export = trainer.eval_model
+        architecture = model.zoo_config["architecture"]
+        base_card = getattr(model, "card", None)
+        data = [
+            *(DataFile.describe(p, "train", sum(s.source == p for s in train_structures)) for p in config.data.train),
+            *(DataFile.describe(p, "val", sum(s.source == p for s in val_structures)) for p in config.data.val),
+        ]
+        card = training_card(
+            architecture=architecture,
+            task=metadata.get("task", get_architecture(architecture).task),
+            license=base_card.license if base_card is not None else "other",
+            base_model=base,
+            data=data,
+            step0=fit.step0,
+            best=fit.best,
+            config=config.to_dict(),
+            command=command,
+        )
+        export.zoo_config = model.zoo_config
+        export.metadata = dict(metadata)
+        model_dir = save_pretrained(export, output / "model", card=card)
+        reporter.message(
+            f"{'fine-tuning' if base else 'training'} finished after {fit.steps} steps "
+            f"(best at step {fit.best_step}{', stopped early' if fit.stopped_early else ''})"
+        )
+        reporter.summary("summary", {"step 0": fit.step0, "best (saved)": fit.best, "last": fit.last})
+        reporter.message(f"model saved to {model_dir} (load it with zoo.load({str(model_dir)!r}))")
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return RunResult(fit, model_dir)
