@@ -40,7 +40,7 @@ def nbody_graph(num: int, seed: int, dtype=torch.float64) -> AtomsGraph:
     generator = torch.Generator().manual_seed(seed)
     charges = torch.where(torch.rand(num, 1, generator=generator) < 0.5, -1.0, 1.0).to(dtype)
     pos = torch.randn(num, 3, generator=generator, dtype=dtype)
-    return AtomsGraph.build(pos, x=charges, vel=0.5 * torch.randn(num, 3, generator=generator, dtype=dtype))
+    return AtomsGraph.build(pos, charges=charges, vel=0.5 * torch.randn(num, 3, generator=generator, dtype=dtype))
 
 
 def tiny(name: str, **kwargs) -> torch.nn.Module:
@@ -136,7 +136,9 @@ def test_nbody_matches_official():
     model = zoo.create_model("egnn-nbody", **config).double()
     model.load_state_dict(section(tensors, "state"), strict=True)
     loc, vel, charges = (tensors[f"input.{key}"] for key in ("loc", "vel", "charges"))
-    graphs = [AtomsGraph.build(loc[k : k + n], x=charges[k : k + n], vel=vel[k : k + n]) for k in range(0, len(loc), n)]
+    graphs = [
+        AtomsGraph.build(loc[k : k + n], charges=charges[k : k + n], vel=vel[k : k + n]) for k in range(0, len(loc), n)
+    ]
     assert_parity(model(batch_graphs(graphs))["pos"], tensors["output.loc"])
 
 
@@ -254,7 +256,7 @@ def test_potential_works_under_no_grad_and_keeps_input_untouched():
 # ------------------------------------------------------------------------------------------------- errors
 def test_missing_field_is_named():
     model = tiny("egnn-nbody", **TINY["egnn-nbody"])
-    graph = AtomsGraph.build(torch.randn(3, 3, dtype=torch.float64), x=torch.ones(3, 1, dtype=torch.float64))
+    graph = AtomsGraph.build(torch.randn(3, 3, dtype=torch.float64), charges=torch.ones(3, 1, dtype=torch.float64))
     with pytest.raises(GraphError, match=r"graph\.vel"):
         model(graph)
 

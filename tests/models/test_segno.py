@@ -41,7 +41,8 @@ def nbody_graph(num: int, seed: int) -> AtomsGraph:
     generator = torch.Generator().manual_seed(seed)
     charges = torch.where(torch.rand(num, 1, generator=generator) < 0.5, -1.0, 1.0).double()
     pos = torch.randn(num, 3, generator=generator, dtype=torch.float64)
-    return AtomsGraph.build(pos, x=charges, vel=0.5 * torch.randn(num, 3, generator=generator, dtype=torch.float64))
+    vel = 0.5 * torch.randn(num, 3, generator=generator, dtype=torch.float64)
+    return AtomsGraph.build(pos, charges=charges, vel=vel)
 
 
 def md_graph(num: int, seed: int) -> AtomsGraph:
@@ -99,7 +100,9 @@ def test_nbody_matches_official(case):
     model = zoo.create_model("segno-nbody", **config).double()
     model.load_state_dict(checkpoint_filter_fn(section(tensors, f"{case}.state"), model), strict=True)
     loc, vel, charges = (tensors[f"input.{key}"] for key in ("loc", "vel", "charges"))
-    graphs = [AtomsGraph.build(loc[k : k + n], x=charges[k : k + n], vel=vel[k : k + n]) for k in range(0, len(loc), n)]
+    graphs = [
+        AtomsGraph.build(loc[k : k + n], charges=charges[k : k + n], vel=vel[k : k + n]) for k in range(0, len(loc), n)
+    ]
     out = model(batch_graphs(graphs))  # 100 systems: the batch the official code is hard-coded for
     assert_parity(out["pos"], tensors[f"{case}.output.loc"])
     assert_parity(out["vel"], tensors[f"{case}.output.vel"])

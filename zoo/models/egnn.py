@@ -33,7 +33,7 @@ Example:
     >>> from zoo.graph import AtomsGraph, batch_graphs
     >>> model = zoo.create_model("egnn-nbody").double()
     >>> graph = AtomsGraph.build(torch.randn(5, 3, dtype=torch.float64), vel=torch.randn(5, 3),
-    ...                          x=torch.tensor([[1.0], [-1.0], [1.0], [1.0], [-1.0]], dtype=torch.float64))
+    ...                          charges=torch.tensor([[1.0], [-1.0], [1.0], [1.0], [-1.0]], dtype=torch.float64))
     >>> model(batch_graphs([graph, graph]))["pos"].shape
     torch.Size([10, 3])
 """
@@ -296,7 +296,8 @@ class EGCL(nn.Module):
 
 # -------------------------------------------------------------------------------------- graph -> tensors
 _FIELD_HINTS = {
-    "x": "node features [N, F] (N-body models: the particle charges [N, 1])",
+    "x": "node features [N, F]",
+    "charges": "particle charges [N, 1] (as zoo.datasets.NBodyDataset yields them)",
     "vel": "velocities [N, 3]",
     "z": "atomic numbers [N]",
     "edge_index": "edges: build them with zoo.graph.radius_graph(graph, cutoff)",
@@ -386,7 +387,7 @@ def dynamics_features(
     r"""Invariant inputs of the dynamics models, as the official training scripts build them.
 
     * ``"charged"`` (charged N-body): :math:`h_i = \lVert v_i \rVert`, :math:`a_{ij} = (q_i q_j,
-      \lVert x_i - x_j \rVert^2)` with the particle charges :math:`q` in ``graph.x[:, 0]``.
+      \lVert x_i - x_j \rVert^2)` with the particle charges :math:`q` in ``graph.charges[:, 0]``.
     * ``"gravity"`` (SEGNO's gravity N-body): :math:`h_i = \lVert v_i \rVert`,
       :math:`a_{ij} = \lVert x_i - x_j \rVert^2`.
     * ``"molecule"`` (SEGNO's MD22): :math:`h_i = (\lVert v_i \rVert, z_i / \max_{k \in g(i)} z_k)`,
@@ -394,7 +395,7 @@ def dynamics_features(
       stick indicator 0).
 
     Args:
-        graph: reads ``vel`` and ``x`` (charged) or ``z`` (molecule).
+        graph: reads ``vel`` and ``charges`` (charged) or ``z`` (molecule).
         features: one of the three set-ups.
         edge_index: ``[2, E]`` edges (source, target).
         radial: ``[E, 1]`` squared edge lengths at the input positions.
@@ -405,7 +406,7 @@ def dynamics_features(
     speed = torch.sqrt(torch.sum(graph.vel**2, dim=1, keepdim=True))  # [N, 1]
     source, target = edge_index
     if features == "charged":
-        charge = graph.x[:, 0]
+        charge = graph.charges[:, 0]
         return speed, torch.cat([(charge[target] * charge[source])[:, None], radial], dim=1)
     if features == "gravity":
         return speed, radial
@@ -611,7 +612,7 @@ class EGNNDynamics(EGNN):
             edges=edges,
         )
         self.features = features
-        self.reads = ("pos", "vel", *{"charged": ("x",), "gravity": (), "molecule": ("z",)}[features])
+        self.reads = ("pos", "vel", *{"charged": ("charges",), "gravity": (), "molecule": ("z",)}[features])
         self.metadata = {"task": "dynamics", "features": features, "edges": edges, "outputs": {"pos": "position"}}
 
     def forward(self, graph: Data) -> dict[str, Tensor]:

@@ -30,7 +30,7 @@ Example:
     >>> from zoo.graph import AtomsGraph
     >>> model = zoo.create_model("segno-nbody").double()
     >>> graph = AtomsGraph.build(torch.randn(5, 3, dtype=torch.float64), vel=torch.randn(5, 3),
-    ...                          x=torch.tensor([[1.0], [-1.0], [1.0], [1.0], [-1.0]], dtype=torch.float64))
+    ...                          charges=torch.tensor([[1.0], [-1.0], [1.0], [1.0], [-1.0]], dtype=torch.float64))
     >>> out = model(graph)
     >>> out["pos"].shape, out["vel"].shape
     (torch.Size([5, 3]), torch.Size([5, 3]))
@@ -118,7 +118,7 @@ class SEGNO(nn.Module):
         self.integrator = integrator
         self.dt = 1.0 / n_layers if dt is None else float(dt)
         self.edges = edges
-        self.reads = ("pos", "vel", *{"charged": ("x",), "gravity": (), "molecule": ("z",)}[features])
+        self.reads = ("pos", "vel", *{"charged": ("charges",), "gravity": (), "molecule": ("z",)}[features])
         self.embedding = nn.Linear(in_node_nf, hidden_nf)
         self.layer = EGCL(
             hidden_nf,
