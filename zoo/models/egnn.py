@@ -40,7 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -50,6 +49,7 @@ from torch_geometric.data import Data
 
 from zoo.geometry import PolynomialEnvelope
 from zoo.graph import GraphError, edge_vectors, node_graph_index, num_graphs
+from zoo.nn.conservative import conservative_outputs
 from zoo.registry import register_model
 
 __all__ = [
@@ -781,25 +781,25 @@ class EGNNPotential(EGNN):
             "elements": elements,
             "units": {"energy": "eV", "forces": "eV/A", "pos": "A"},
             "force_mode": "conservative",
+            "stress": "conservative",
         }
 
-    def forward(self, graph: Data) -> dict[str, Tensor]:
-        """``{"energy": [B], "forces": [N, 3]}``; forces are differentiable in training mode."""
+    def energy(self, graph: Data) -> Tensor:
+        """Energy ``[B]`` in eV, differentiable in ``graph.pos`` and ``graph.cell``."""
+        edge_index, edge_offset = graph_edges(graph, "graph")
+        radial, _ = self.gcl_0.edge_geometry(graph.pos, edge_index, edge_offset)
+        weight = self.envelope(torch.sqrt(radial.squeeze(1)))  # [E]
+        h0 = nn.functional.one_hot(_species_index(graph.z, self.elements, type(self).__name__), len(self.elements))
+        h, _ = self.encode(h0.to(graph.pos.dtype), graph.pos, edge_index, edge_weight=weight, edge_offset=edge_offset)
+        node_energy = self.node_dec(h).squeeze(1)  # [N]
+        return node_energy.new_zeros(num_graphs(graph)).index_add_(0, node_graph_index(graph), node_energy)
+
+    def forward(self, graph: Data, *, compute_stress: bool = False) -> dict[str, Tensor]:
+        """``{"energy": [B], "forces": [N, 3]}`` (+ ``"stress": [B, 3, 3]`` in eV/Å³ with ``compute_stress``);
+        forces and stress are differentiable in training mode."""
         require_fields(graph, type(self).__name__, self.reads)
         check_dtype(graph, self)
-        with torch.enable_grad():
-            pos = graph.pos if graph.pos.requires_grad else graph.pos.detach().requires_grad_(True)
-            graph = copy.copy(graph)
-            graph.pos = pos
-            edge_index, edge_offset = graph_edges(graph, "graph")
-            radial, _ = self.gcl_0.edge_geometry(pos, edge_index, edge_offset)
-            weight = self.envelope(torch.sqrt(radial.squeeze(1)))  # [E]
-            h0 = nn.functional.one_hot(_species_index(graph.z, self.elements, type(self).__name__), len(self.elements))
-            h, _ = self.encode(h0.to(pos.dtype), pos, edge_index, edge_weight=weight, edge_offset=edge_offset)
-            node_energy = self.node_dec(h).squeeze(1)  # [N]
-            energy = node_energy.new_zeros(num_graphs(graph)).index_add_(0, node_graph_index(graph), node_energy)
-            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
-        return {"energy": energy, "forces": -grad}
+        return conservative_outputs(self.energy, graph, stress=compute_stress, create_graph=self.training)
 
 
 # ------------------------------------------------------------------------------------------------- variants
