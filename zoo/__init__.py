@@ -7,6 +7,7 @@ True
 
 from zoo._version import __version__
 from zoo.api import load
+from zoo.calculators import calculator
 from zoo.checkpoint import from_pretrained, save_pretrained
 from zoo.registry import (
     add_cards,
@@ -21,6 +22,7 @@ from zoo.registry import (
 __all__ = [
     "__version__",
     "add_cards",
+    "calculator",
     "create_model",
     "from_pretrained",
     "get_card",

@@ -12,7 +12,7 @@ one process (each takes a contiguous slice of every global batch).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,14 +165,21 @@ def validate_structures(
         )
 
 
+_LABELS = frozenset({"energy", "forces", "stress"})
+
+
 def load_graphs(
     structures: Sequence[Structure],
     cutoff: float,
     *,
     dtype: torch.dtype,
     keys: dict[str, str] | None = None,
+    labels: Collection[str] | None = None,
 ) -> list[AtomsGraph]:
     """Convert validated structures to graphs with a neighbour list of radius ``cutoff`` (Å).
+
+    With ``labels`` (the targets the loss uses), the energy/forces/stress labels it does not name are dropped,
+    so data where only some structures carry a label (e.g. stress on bulk cells only) still batch together.
 
     Raises:
         DataError: structures :func:`zoo.graph.from_ase` or the neighbour list reject (all of them listed).
@@ -189,6 +196,9 @@ def load_graphs(
                 stress_key=keys.get("stress", "stress"),
                 dtype=dtype,
             )
+            for unused in _LABELS.difference(labels if labels is not None else _LABELS):
+                if unused in graph:
+                    del graph[unused]
             graphs.append(radius_graph(graph, cutoff))
         except GraphError as exc:
             problems.append(f"{structure.where}: {exc}")

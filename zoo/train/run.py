@@ -138,17 +138,18 @@ def run_training(
     keys = {"energy": config.data.energy_key, "forces": config.data.forces_key, "stress": config.data.stress_key}
     train_structures = read_structures(config.data.train)
     val_structures = read_structures(config.data.val)
+    required = _required_labels(config)
     try:
         validate_structures(
             [*train_structures, *val_structures],
-            required=_required_labels(config),
+            required=required,
             keys=keys,
             elements=metadata.get("elements"),
         )
     except DataError as exc:
         raise DataError(f"the data was checked before training and is not usable: {exc}") from None
-    train_graphs = load_graphs(train_structures, float(cutoff), dtype=dtype, keys=keys)
-    val_graphs = load_graphs(val_structures, float(cutoff), dtype=dtype, keys=keys)
+    train_graphs = load_graphs(train_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
+    val_graphs = load_graphs(val_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
     reporter.message(
         f"data: {len(train_graphs)} training and {len(val_graphs)} validation structures, cutoff {cutoff} Å, "
         f"{dist.world_size} process(es) on {dist.device}"

@@ -1,0 +1,122 @@
+"""The ASE calculator: finite-difference forces and stress, Verlet-skin reuse, NVE drift, plugin, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import add_adsorbate, bulk, fcc111
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.fd import FiniteDifferenceCalculator
+from ase.calculators.test import calculate_numerical_forces
+from ase.md.verlet import VelocityVerlet
+from ase.units import fs, kB
+
+import zoo
+from zoo.calculators import ModelTaskError, ZooCalculator
+from zoo.graph import GraphError
+
+ELEMENTS = [1, 8, 29, 79]
+
+
+@pytest.fixture(scope="module")
+def potential():
+    torch.manual_seed(0)
+    return zoo.create_model("egnn-potential", hidden_nf=16, n_layers=2, cutoff=4.5, elements=ELEMENTS).double().eval()
+
+
+def rattled_bulk(seed: int = 0) -> Atoms:
+    atoms = bulk("Cu", "fcc", a=3.65).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def test_forces_are_minus_the_energy_gradient(potential):
+    atoms = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
+    add_adsorbate(atoms, "O", 1.6, "fcc")
+    atoms.rattle(0.05, seed=1)
+    atoms.calc = zoo.calculator(potential)
+    forces = atoms.get_forces()
+    numeric = calculate_numerical_forces(atoms, 1e-5)
+    assert np.abs(forces - numeric).max() <= 1e-6
+
+
+def test_stress_equals_finite_strain_differences(potential):
+    atoms = rattled_bulk()
+    atoms.calc = zoo.calculator(potential)
+    stress = atoms.get_stress()
+    numeric = FiniteDifferenceCalculator(atoms.calc, eps_strain=1e-5).get_stress(atoms)
+    assert np.abs(stress - numeric).max() <= 1e-7
+    assert atoms.get_potential_energy() == atoms.get_potential_energy(force_consistent=True)
+
+
+def test_skin_reuse_gives_the_fresh_result(potential):
+    atoms = rattled_bulk()
+    reused = zoo.calculator(potential, skin=1.0)
+    fresh = zoo.calculator(potential, skin=0.0)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        reused.calculate(atoms, ["energy", "forces"], ["positions"])
+        fresh.calculate(atoms, ["energy", "forces"], ["positions"])
+        assert reused.results["energy"] == pytest.approx(fresh.results["energy"], abs=1e-12)
+        assert np.abs(reused.results["forces"] - fresh.results["forces"]).max() < 1e-12
+    assert reused.neighbor_list_builds < fresh.neighbor_list_builds == 6
+
+
+def test_nve_energy_drift(potential):
+    """1,000 velocity-Verlet steps of 0.5 fs at 300 K: total energy drift below 1e-4 eV/atom."""
+    atoms = bulk("Cu", "fcc", a=3.65).repeat((2, 2, 2))
+    atoms.calc = zoo.calculator(potential)
+    kinetic = np.sqrt(300 * kB / atoms.get_masses())[:, None]  # Maxwell-Boltzmann velocities at 300 K
+    atoms.set_velocities(kinetic * np.random.default_rng(0).normal(size=(len(atoms), 3)))
+    dynamics = VelocityVerlet(atoms, timestep=0.5 * fs, logfile=None)
+    totals = []
+    dynamics.attach(lambda: totals.append(atoms.get_total_energy()), interval=10)
+    dynamics.run(1000)
+    drift = (max(totals) - min(totals)) / len(atoms)
+    assert drift < 1e-4, drift
+
+
+def test_isolated_atom_has_an_energy(potential):
+    atoms = Atoms("Cu", positions=[[0.0, 0.0, 0.0]])
+    atoms.calc = zoo.calculator(potential)
+    assert np.isfinite(atoms.get_potential_energy())
+    assert np.allclose(atoms.get_forces(), 0.0)
+
+
+def test_ase_plugin_lists_zoo():
+    plugins = pytest.importorskip("ase._4.plugins")
+    calculators = plugins.PluginCollection.from_entry_points().calculators
+    (plugin,) = [p for p in calculators if p.name == "zoo"]
+    assert plugin.implementation is ZooCalculator
+
+
+@pytest.mark.parametrize(
+    ("atoms", "error", "message"),
+    [
+        (Atoms("CuAg", positions=[[0, 0, 0], [0, 0, 2.5]]), GraphError, "not trained on element.*Ag"),
+        (Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0]]), GraphError, "overlap"),
+        (Atoms("Cu2", positions=[[0, 0, 0], [np.nan, 0, 0]]), GraphError, "NaN"),
+        (Atoms("Cu", cell=np.zeros((3, 3)), pbc=True), GraphError, "cell"),
+    ],
+)
+def test_bad_structures(potential, atoms, error, message):
+    atoms.calc = zoo.calculator(potential)
+    with pytest.raises(error, match=message):
+        atoms.get_potential_energy()
+
+
+def test_stress_of_a_molecule_is_refused(potential):
+    atoms = Atoms("CuO", positions=[[0, 0, 0], [0, 0, 1.9]])
+    atoms.calc = zoo.calculator(potential)
+    with pytest.raises(PropertyNotImplementedError, match="periodic in all three"):
+        atoms.get_stress()
+
+
+def test_model_of_the_wrong_task():
+    with pytest.raises(ModelTaskError, match="not an interatomic potential"):
+        zoo.calculator(zoo.create_model("egnn-qm9", hidden_nf=8, n_layers=1))
+    with pytest.raises(ModelTaskError, match="serves task 'potential'"):
+        zoo.calculator(zoo.create_model("egnn-potential", hidden_nf=8, n_layers=1), task="property")
