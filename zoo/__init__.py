@@ -7,7 +7,7 @@ True
 
 from zoo._version import __version__
 from zoo.api import load
-from zoo.calculators import calculator
+from zoo.calculators import calculator, predict
 from zoo.checkpoint import from_pretrained, save_pretrained
 from zoo.registry import (
     add_cards,
@@ -30,6 +30,7 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load",
+    "predict",
     "register_model",
     "save_pretrained",
 ]
