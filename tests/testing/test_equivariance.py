@@ -64,6 +64,14 @@ def test_catches_reflection_only_failure():
     assert_equivariant(HandedTorque(), molecule_graph(), output_types={"torque": "pseudovector"}, permutation=False)
 
 
+def test_parity_switch_for_se3_models():
+    """A pseudovector declared as a vector passes once reflections are switched off (an SE(3)-only check)."""
+    report = assert_equivariant(
+        HandedTorque(), molecule_graph(), output_types={"torque": "vector"}, permutation=False, parity=False
+    )
+    assert "reflection" not in {row.transform for row in report.rows}
+
+
 def test_catches_permutation_failure():
     report = assert_equivariant(
         HandedTorque(), molecule_graph(), output_types={"torque": "pseudovector"}, raise_on_failure=False

@@ -169,6 +169,7 @@ def assert_equivariant(
     seed: int = 0,
     translation: bool = True,
     permutation: bool = True,
+    parity: bool = True,
     atol: float | None = None,
     rtol: float | None = None,
     raise_on_failure: bool = True,
@@ -187,6 +188,8 @@ def assert_equivariant(
         dtype: computation dtype, float64 by default so errors are round-off, not noise.
         seed: seeds the random transforms.
         translation, permutation: include those transforms.
+        parity: include reflections (improper rotations). ``False`` for SE(3)-only architectures such as
+            eSCN and EquiformerV2, whose outputs are not meant to be reflection-equivariant.
         atol, rtol: tolerance :math:`|y' - \hat y| \le atol + rtol \max|\hat y|` (defaults by dtype).
         raise_on_failure: raise ``AssertionError`` with the table if any comparison fails.
 
@@ -218,12 +221,15 @@ def assert_equivariant(
     rotation = random_orthogonal(generator, proper=True, dtype=dtype)
     reflection = random_orthogonal(generator, proper=False, dtype=dtype)
     perm = _permutation_within_graphs(graph, generator) if permutation else None
-    transforms = [("rotation", rotation, zero, None), ("reflection", reflection, zero, None)]
+    transforms = [("rotation", rotation, zero, None)]
+    if parity:
+        transforms.append(("reflection", reflection, zero, None))
     if translation:
         transforms.append(("translation", identity, shift, None))
     if perm is not None:
         transforms.append(("permutation", identity, zero, perm))
-    transforms.append(("all combined", reflection @ rotation, shift if translation else zero, perm))
+    combined = reflection @ rotation if parity else rotation @ rotation
+    transforms.append(("all combined", combined, shift if translation else zero, perm))
 
     num_atoms = graph.pos.shape[0]
     rows = []

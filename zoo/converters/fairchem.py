@@ -1,0 +1,298 @@
+"""fairchem 1.x checkpoints (EquiformerV2, eSCN) -> zoo models.
+
+A fairchem checkpoint is a pickle ``{"state_dict", "config", "normalizers", "ema", "elementrefs"?, ...}``
+(opened here with ``torch.load(weights_only=True)`` only). The conversion:
+
+1. reads the model configuration from ``config`` — legacy ``{"model": name, "model_attributes": {...}}``,
+   ``{"model": {"name": ..., ...}}``, or the backbone + heads ("hydra") layout
+   ``{"model": {"name": "hydra", "backbone": {...}, "heads": {...}}}`` — and maps it to zoo's constructor
+   arguments (:func:`model_args`), refusing options zoo does not implement;
+2. takes the plain ``state_dict`` weights, as fairchem's ASE calculator predicts with them, or with
+   ``use_ema=True`` the EMA shadow parameters (paired with the trainable parameters in registration order);
+3. remaps keys (:func:`convert_state_dict`): strips zero to two ``module.`` prefixes, moves the hydra
+   ``backbone.`` / ``output_heads.<name>.`` entries to the monolithic names, and drops derived constants
+   (Wigner index maps, S2 grids, index buffers) that zoo rebuilds;
+4. carries the normaliser (``out * std + mean``) and the energy references (OC22 linear references, scaled
+   by the energy std as fairchem applies them before denormalising; OMat element references) into the
+   model, so its outputs are in eV and eV/Å;
+5. loads with ``strict=True``.
+
+Example:
+    >>> import zoo
+    >>> from zoo.converters import get_converter
+    >>> get_converter("fairchem").__name__
+    'convert_fairchem'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from zoo.converters import register_converter
+from zoo.registry import create_model
+
+__all__ = ["ConversionError", "convert_fairchem", "convert_state_dict", "load_checkpoint", "model_args"]
+
+# Constants every fairchem eSCN/EquiformerV2 rebuilds at construction (and zoo rebuilds too).
+DERIVED = re.compile(
+    r"(^|\.)(SO3_rotation|SO3_grid|mappingReduced|SO3_edge_rot)\.|"
+    r"(^|\.)(expand_index|balance_degree_weight|sphere_points|sphharm_weights\.\d+)$"
+)
+# Parameters fairchem creates with requires_grad=False: absent from the EMA shadow.
+FROZEN = re.compile(r"(^|\.)(energy_lin_ref|sphere_points|sphharm_weights\.\d+)$")
+
+_EQV2_UNSUPPORTED = {
+    "share_atom_edge_embedding": False,
+    "use_m_share_rad": False,
+    "use_s2_act_attn": False,
+    "use_atom_edge_embedding": True,
+    "distance_function": "gaussian",
+}
+_EQV2_ARGS = (
+    "max_neighbors",
+    "max_radius",
+    "max_num_elements",
+    "num_layers",
+    "sphere_channels",
+    "attn_hidden_channels",
+    "num_heads",
+    "attn_alpha_channels",
+    "attn_value_channels",
+    "ffn_hidden_channels",
+    "norm_type",
+    "grid_resolution",
+    "edge_channels",
+    "use_attn_renorm",
+    "use_gate_act",
+    "use_grid_mlp",
+    "use_sep_s2_act",
+    "avg_num_nodes",
+    "avg_degree",
+    "regress_forces",
+)
+_ESCN_ARGS = (
+    "max_neighbors",
+    "cutoff",
+    "max_num_elements",
+    "num_layers",
+    "sphere_channels",
+    "hidden_channels",
+    "edge_channels",
+    "num_sphere_samples",
+    "basis_width_scalar",
+    "distance_resolution",
+    "resolution",
+    "regress_forces",
+)
+_FAMILIES = {
+    "equiformer_v2": "equiformer_v2",
+    "equiformer_v2_backbone": "equiformer_v2",
+    "escn": "escn",
+    "escn_backbone": "escn",
+}
+_HEADS = {"energy": "energy_block", "forces": "force_block"}
+
+
+class ConversionError(ValueError):
+    """A fairchem checkpoint zoo cannot convert; the message says which field and why."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Open a fairchem checkpoint with ``torch.load(weights_only=True)`` on the CPU."""
+    try:
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # the unpickler raises UnpicklingError, RuntimeError or EOFError
+        raise ConversionError(
+            f"{path} could not be opened as a fairchem checkpoint with torch.load(weights_only=True): {exc}"
+        ) from exc
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
+        raise ConversionError(f"{path} is not a fairchem checkpoint (a dict with 'state_dict' and 'config')")
+    return checkpoint
+
+
+def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool]:
+    """``(family, fairchem model attributes, hydra layout?)`` from a checkpoint's ``config``."""
+    model = config.get("model")
+    if isinstance(model, str):
+        name, attributes, hydra = model, dict(config.get("model_attributes") or {}), False
+    elif isinstance(model, Mapping) and model.get("name") == "hydra":
+        backbone = dict(model.get("backbone") or {})
+        name, attributes, hydra = backbone.pop("model", None), backbone, True
+        heads = model.get("heads") or {}
+        unknown = sorted(set(heads) - set(_HEADS))
+        if unknown:
+            raise ConversionError(f"config.model.heads: zoo converts the energy and forces heads, not {unknown}")
+    elif isinstance(model, Mapping):
+        attributes = dict(model)
+        name, hydra = attributes.pop("name", None), False
+    else:
+        raise ConversionError(f"config.model must be a name or a mapping, got {type(model).__name__}")
+    if name not in _FAMILIES:
+        raise ConversionError(f"config.model: {name!r} is not an eSCN or EquiformerV2 model ({sorted(_FAMILIES)})")
+    return _FAMILIES[name], attributes, hydra
+
+
+def model_args(family: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """zoo constructor arguments from fairchem's model attributes (defaults are fairchem's where absent)."""
+    lmax_list, mmax_list = attributes.get("lmax_list", [6]), attributes.get("mmax_list", [2])
+    if len(lmax_list) != 1 or len(mmax_list) != 1:
+        raise ConversionError(f"lmax_list/mmax_list {lmax_list}/{mmax_list}: zoo supports one resolution only")
+    args: dict[str, Any] = {"lmax": int(lmax_list[0]), "mmax": int(mmax_list[0])}
+    if family == "equiformer_v2":
+        for key, supported in _EQV2_UNSUPPORTED.items():
+            if key in attributes and attributes[key] != supported:
+                raise ConversionError(
+                    f"model attribute {key}={attributes[key]!r} is not supported (only {supported!r})"
+                )
+        args.update({k: attributes[k] for k in _EQV2_ARGS if attributes.get(k) is not None})
+    else:
+        if attributes.get("distance_function", "gaussian") != "gaussian":
+            raise ConversionError(f"distance_function={attributes['distance_function']!r}: only 'gaussian'")
+        args.update({k: attributes[k] for k in _ESCN_ARGS if attributes.get(k) is not None})
+    return args
+
+
+def _strip_key(key: str) -> str:
+    """Remove zero, one or two leading ``module.`` (DataParallel / DistributedDataParallel wrappers)."""
+    return key.removeprefix("module.").removeprefix("module.")
+
+
+def _strip_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """:func:`_strip_key` applied to every key."""
+    return {_strip_key(key): value for key, value in state_dict.items()}
+
+
+def _monolithic_name(key: str) -> str:
+    """Hydra names -> monolithic names: ``backbone.x`` -> ``x``, ``output_heads.energy.energy_block.x`` -> ..."""
+    if key.startswith("backbone."):
+        return key.removeprefix("backbone.")
+    match = re.match(r"output_heads\.(\w+)\.(.*)$", key)
+    if match:
+        head, rest = match.groups()
+        if head not in _HEADS:
+            raise ConversionError(f"state_dict key {key!r}: head {head!r} is not supported (energy, forces)")
+        return rest
+    return key
+
+
+def convert_state_dict(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """fairchem state dict (any wrapper prefix, monolithic or hydra) -> ``model``'s state dict.
+
+    Derived constants are dropped; keys already in zoo's naming pass through unchanged. Entries the model
+    has but the checkpoint lacks are left for ``load_state_dict(strict=True)`` to report.
+    """
+    expected = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in _strip_prefix(state_dict).items():
+        name = _monolithic_name(key)
+        if name in expected:
+            out[name] = value
+        elif not DERIVED.search(name) and not FROZEN.search(name):
+            raise ConversionError(f"state_dict key {key!r} has no counterpart in zoo's {type(model).__name__}")
+    return out
+
+
+def _ema_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The checkpoint's state dict with every trainable parameter replaced by its EMA shadow.
+
+    The shadow parameters follow ``model.parameters()`` over ``requires_grad`` parameters, which is the order
+    of the parameter entries of the state dict (buffers and frozen parameters skipped).
+    """
+    ema = checkpoint.get("ema")
+    if not ema or not ema.get("shadow_params"):
+        raise ConversionError("use_ema=True but the checkpoint has no EMA shadow parameters")
+    state = dict(checkpoint["state_dict"])
+    buffers = ("distance_expansion.offset",)  # the one non-derived buffer
+    trainable = [
+        k
+        for k in state
+        if not DERIVED.search(_strip_key(k)) and not FROZEN.search(_strip_key(k)) and not k.endswith(buffers)
+    ]
+    shadows = list(ema["shadow_params"])
+    if len(shadows) != len(trainable):
+        raise ConversionError(
+            f"the EMA holds {len(shadows)} tensors but the state dict has {len(trainable)} trainable parameters"
+        )
+    for key, shadow in zip(trainable, shadows, strict=True):
+        if shadow.shape != state[key].shape:
+            raise ConversionError(
+                f"EMA tensor for {key!r} has shape {tuple(shadow.shape)}, not {tuple(state[key].shape)}"
+            )
+        state[key] = shadow
+    return state
+
+
+def _normaliser(normalizers: Mapping[str, Any], new: str, old: str) -> tuple[float, float]:
+    """``(mean, std)`` of one target; new-style ``{mean, rmsd}`` or old-style ``{mean, std}``."""
+    entry = normalizers.get(new, normalizers.get(old))
+    if entry is None:
+        return 0.0, 1.0
+    std = entry.get("rmsd", entry.get("std", 1.0))
+    return float(torch.as_tensor(entry.get("mean", 0.0))), float(torch.as_tensor(std))
+
+
+def _references(
+    checkpoint: Mapping[str, Any], state: Mapping[str, Tensor], use_lin_ref: bool, energy_std: float, size: int
+) -> Tensor | None:
+    """Per-element energies in eV: linear references times the energy std, plus element references."""
+    total = None
+    lin_ref = next((v for k, v in _strip_prefix(state).items() if k.endswith("energy_lin_ref")), None)
+    if use_lin_ref:
+        if lin_ref is None:
+            raise ConversionError("use_energy_lin_ref is set but the state dict has no energy_lin_ref")
+        total = lin_ref.double()[:size] * energy_std
+    element_refs = (checkpoint.get("elementrefs") or {}).get("energy")
+    if element_refs is not None:
+        refs = torch.as_tensor(element_refs["element_references"]).double()  # atomic numbers >= size cannot occur
+        refs = torch.nn.functional.pad(refs[:size], (0, max(0, size - len(refs))))
+        total = refs if total is None else total + refs
+    return total
+
+
+@register_converter("fairchem")
+def convert_fairchem(
+    path: str | Path, *, use_ema: bool = False, use_energy_lin_ref: bool | None = None, **overrides: Any
+) -> nn.Module:
+    """Convert a fairchem 1.x eSCN or EquiformerV2 checkpoint file into a zoo model (float32, eval mode).
+
+    Args:
+        path: the ``.pt`` file.
+        use_ema: predict with the EMA shadow weights (fairchem's ``main.py --mode predict``) instead of the
+            plain ``state_dict`` weights (fairchem's ASE calculator, the default).
+        use_energy_lin_ref: add the checkpoint's linear energy references (``energy_lin_ref``); default: the
+            checkpoint's own ``use_energy_lin_ref``.
+        **overrides: zoo constructor arguments to override (e.g. ``edge_frame="random"``).
+
+    Returns:
+        The model, built by :func:`zoo.create_model` (architecture ``equiformer_v2`` or ``escn``) with the
+        weights loaded ``strict=True`` and ``metadata["source"]`` describing the conversion.
+    """
+    checkpoint = load_checkpoint(path)
+    family, attributes, hydra = _model_config(checkpoint["config"])
+    args = model_args(family, attributes)
+    energy_mean, energy_std = _normaliser(checkpoint.get("normalizers") or {}, "energy", "target")
+    forces_mean, forces_std = _normaliser(checkpoint.get("normalizers") or {}, "forces", "grad_target")
+    args.update(energy_mean=energy_mean, energy_std=energy_std, forces_mean=forces_mean, forces_std=forces_std)
+    state = _ema_state_dict(checkpoint) if use_ema else dict(checkpoint["state_dict"])
+    lin_ref = attributes.get("use_energy_lin_ref", False) if use_energy_lin_ref is None else use_energy_lin_ref
+    size = int(args.get("max_num_elements", 90))
+    references = _references(checkpoint, state, bool(lin_ref), energy_std, size)
+    args["use_element_references"] = references is not None
+    args.update(overrides)
+    model = create_model(family, **args)
+    converted = convert_state_dict(state, model)
+    if references is not None:
+        converted["energy_references"] = references.to(torch.float32)
+    model.load_state_dict(converted, strict=True)
+    model.metadata["source"] = {
+        "format": "fairchem",
+        "layout": "hydra" if hydra else "monolithic",
+        "weights": "ema" if use_ema else "state_dict",
+    }
+    return model.eval()

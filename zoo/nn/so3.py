@@ -1,0 +1,144 @@
+r"""Spherical-channel features :math:`x \in \mathbb{R}^{N \times K \times C}` and the SO(3) operations on them.
+
+A node (or edge) carries :math:`C` channels of real spherical-harmonic coefficients of all degrees
+:math:`l \le l_{max}`, :math:`K = (l_{max}+1)^2` in all, in e3nn's order (degree-major, :math:`m = -l..l`; see
+:mod:`zoo.geometry.spherical`). eSCN and EquiformerV2 rotate each edge's features into a frame whose
+:math:`\hat y` axis is the edge (:func:`zoo.geometry.edge_wigner`), keep only the orders
+:math:`|m| \le m_{max}` there, and rotate back:
+
+.. math::
+
+    \tilde x_e = D(R_e)_{[\mathcal{M}, :]}\; x, \qquad
+    x_e = D(R_e)^T_{[:, \mathcal{M}]}\, \mathrm{diag}(s)\; \tilde x_e,
+    \qquad s_{lm} = \begin{cases} 1 & l \le m_{max} \\ \sqrt{(2l+1)/(2m_{max}+1)} & l > m_{max}\end{cases}
+
+with :math:`\mathcal{M}` the :math:`K_r` coefficients with :math:`|m| \le m_{max}` ("reduced" layout, still
+degree-major). The factor :math:`s` (fairchem's ``rotate_inv_rescale``) restores the norm of a degree that lost
+orders. The SO(2) convolutions work in the order-major layout: all :math:`m = 0` coefficients
+(:math:`l = 0..l_{max}`), then :math:`m = +1` (:math:`l = 1..l_{max}`), :math:`m = -1`, :math:`m = +2`, ...
+(fairchem's ``CoefficientMappingModule.to_m``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CoefficientLayout", "EdgeRotation", "SO3Linear", "degree_index"]
+
+
+def degree_index(lmax: int) -> Tensor:
+    r"""Degree :math:`l` of each of the :math:`(l_{max}+1)^2` coefficients, shape ``[K]`` long.
+
+    Example:
+        >>> degree_index(1).tolist()
+        [0, 1, 1, 1]
+    """
+    return torch.repeat_interleave(torch.arange(lmax + 1), torch.arange(lmax + 1) * 2 + 1)
+
+
+class CoefficientLayout:
+    r"""Index tables of the reduced (:math:`|m| \le m_{max}`) and order-major layouts of one :math:`l_{max}, m_{max}`.
+
+    Attributes:
+        lmax, mmax: the degrees and orders kept.
+        reduced: ``[K_r]`` positions of the kept coefficients in the full degree-major layout.
+        to_order_major: ``[K_r]`` permutation; ``x[:, to_order_major]`` turns a reduced degree-major tensor
+            into order-major, and ``to_degree_major`` undoes it.
+        order_sizes: number of degrees :math:`l_{max} - m + 1` with order :math:`m`, for :math:`m = 0..m_{max}`;
+            in the order-major layout :math:`m = 0` takes ``order_sizes[0]`` rows and each :math:`m > 0` takes
+            ``2 * order_sizes[m]`` (first :math:`+m`, then :math:`-m`).
+        rescale: ``[K_r]`` the factor :math:`s` of the module docstring for each kept coefficient.
+
+    Example:
+        >>> layout = CoefficientLayout(2, 1)
+        >>> layout.reduced.tolist(), layout.order_sizes
+        ([0, 1, 2, 3, 5, 6, 7], [3, 2])
+    """
+
+    def __init__(self, lmax: int, mmax: int) -> None:
+        if not 0 <= mmax <= lmax:
+            raise ValueError(f"need 0 <= mmax <= lmax, got lmax={lmax}, mmax={mmax}")
+        self.lmax, self.mmax = lmax, mmax
+        degree = degree_index(lmax)
+        order = torch.cat([torch.arange(-l, l + 1) for l in range(lmax + 1)])
+        self.reduced = torch.nonzero(order.abs() <= mmax).flatten()
+        reduced_degree, reduced_order = degree[self.reduced], order[self.reduced]
+        groups = [torch.nonzero(reduced_order == 0).flatten()]
+        for m in range(1, mmax + 1):
+            groups += [torch.nonzero(reduced_order == m).flatten(), torch.nonzero(reduced_order == -m).flatten()]
+        self.to_order_major = torch.cat(groups)
+        self.to_degree_major = torch.argsort(self.to_order_major)
+        self.order_sizes = [lmax - m + 1 for m in range(mmax + 1)]
+        scale = [1.0 if l <= mmax else math.sqrt((2 * l + 1) / (2 * mmax + 1)) for l in range(lmax + 1)]
+        self.rescale = torch.tensor(scale, dtype=torch.float64)[reduced_degree]
+
+    @property
+    def num_reduced(self) -> int:
+        """:math:`K_r`, the number of coefficients with :math:`|m| \\le m_{max}`."""
+        return len(self.reduced)
+
+
+@dataclass(frozen=True)
+class EdgeRotation:
+    r"""Per-edge Wigner matrices :math:`D(R_e)` and the rotations into and out of the edge frames.
+
+    Build it with :meth:`from_wigner` from the output of :func:`zoo.geometry.edge_wigner`.
+
+    Attributes:
+        wigner_in: ``[E, K_r, K]`` rows :math:`\mathcal{M}` of :math:`D(R_e)`.
+        wigner_out: ``[E, K, K_r]`` columns :math:`\mathcal{M}` of :math:`D(R_e)^T`, times :math:`s`.
+    """
+
+    wigner_in: Tensor
+    wigner_out: Tensor
+
+    @classmethod
+    def from_wigner(cls, wigner: Tensor, layout: CoefficientLayout) -> EdgeRotation:
+        """Slice ``wigner [E, K, K]`` (:math:`K = (l_{max}+1)^2` of ``layout``) for rotations in and out."""
+        reduced = layout.reduced.to(wigner.device)
+        rescale = layout.rescale.to(device=wigner.device, dtype=wigner.dtype)
+        wigner_inv = wigner.transpose(1, 2)
+        return cls(wigner[:, reduced, :], wigner_inv[:, :, reduced] * rescale)
+
+    def rotate(self, x: Tensor) -> Tensor:
+        """``[E, K, C]`` -> ``[E, K_r, C]`` in the edge frames, orders :math:`|m| > m_{max}` dropped."""
+        return torch.bmm(self.wigner_in, x)
+
+    def rotate_back(self, x: Tensor) -> Tensor:
+        """``[E, K_r, C]`` in the edge frames -> ``[E, K, C]`` in the global frame."""
+        return torch.bmm(self.wigner_out, x)
+
+
+class SO3Linear(nn.Module):
+    r"""Degree-wise linear map of spherical channels (fairchem ``SO3_LinearV2``).
+
+    .. math:: y_{lm} = W_l\, x_{lm} + \delta_{l0}\, b
+
+    Parameters ``weight [l_max + 1, C_out, C_in]`` and ``bias [C_out]``; the degree lookup is rebuilt, not stored.
+
+    Shapes: ``[N, K, C_in]`` -> ``[N, K, C_out]``.
+
+    Example:
+        >>> SO3Linear(4, 3, lmax=2)(torch.randn(5, 9, 4)).shape
+        torch.Size([5, 9, 3])
+    """
+
+    def __init__(self, in_features: int, out_features: int, lmax: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.lmax = in_features, out_features, lmax
+        bound = 1 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(lmax + 1, out_features, in_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.register_buffer("expand_index", degree_index(lmax), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight[self.expand_index]  # [K, C_out, C_in]
+        out = torch.einsum("bmi, moi -> bmo", x, weight)
+        return torch.cat([out[:, :1] + self.bias, out[:, 1:]], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, lmax={self.lmax}"
