@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console()
     if args.action == "ls":
-        table = Table("name", "source", "cached", "size (MB)", "path")
+        table = Table()
+        table.add_column("name", no_wrap=True)
+        for header in ("source", "cached", "size (MB)", "path"):
+            table.add_column(header, overflow="fold")
         for name in list_models():
             card = get_card(name)
             state = cache_state(card, args.cache_dir)

@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
         for name in list_architectures(args.filter):
             console.print(name)
         return 0
-    table = Table("name", "aliases", "architecture", "task", "licence", "source")
+    table = Table()
+    table.add_column("name", no_wrap=True)  # names are what users copy: never cut them
+    for header in ("aliases", "architecture", "task", "licence", "source"):
+        table.add_column(header, overflow="fold")
     for name in list_models(args.filter, task=args.task):
         card = get_card(name)
         spec = card.spec

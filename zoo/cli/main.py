@@ -15,11 +15,14 @@ EPILOG = """examples:
   zoo info equiformer-oc20             # card, licence, files, cache state
   zoo download equiformer-oc20         # fill the cache (e.g. on a login node)
   zoo cache ls                         # what is cached, and its size
+  zoo relax slab.extxyz --model egnn-emt-demo --fmax 0.05
+  zoo md bulk.extxyz --model egnn-emt-demo --ensemble nvt-langevin --T 300 --steps 1000
+  zoo predict structures.extxyz --model egnn-emt-demo -o predicted.extxyz
 """
 
 
 def _commands() -> dict[str, ModuleType]:
-    from zoo.cli import cache, download, finetune, info, list_models, train
+    from zoo.cli import cache, data, download, finetune, info, list_models, md, predict, relax, train
 
     return {
         "list": list_models,
@@ -28,6 +31,10 @@ def _commands() -> dict[str, ModuleType]:
         "cache": cache,
         "train": train,
         "finetune": finetune,
+        "data": data,
+        "predict": predict,
+        "relax": relax,
+        "md": md,
     }
 
 
