@@ -8,7 +8,7 @@ True
 from zoo._version import __version__
 from zoo.api import load
 from zoo.calculators import calculator, predict
-from zoo.checkpoint import from_pretrained, save_pretrained
+from zoo.checkpoint import from_pretrained, push_to_hub, save_pretrained
 from zoo.registry import (
     add_cards,
     create_model,
@@ -31,6 +31,7 @@ __all__ = [
     "list_pretrained",
     "load",
     "predict",
+    "push_to_hub",
     "register_model",
     "save_pretrained",
 ]

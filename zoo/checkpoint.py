@@ -36,7 +36,7 @@ from safetensors.torch import load_model, save_model
 from zoo._version import __version__
 from zoo.registry import Card, create_model, get_architecture
 
-__all__ = ["CheckpointError", "from_pretrained", "read_config", "save_pretrained"]
+__all__ = ["CheckpointError", "from_pretrained", "push_to_hub", "read_config", "save_pretrained"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -212,3 +212,41 @@ def from_pretrained(
     if device is not None:
         model = model.to(device=device)
     return model.eval()
+
+
+def push_to_hub(
+    directory: str | os.PathLike[str],
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str = "Upload zoo checkpoint",
+    endpoint: str | None = None,
+) -> str:
+    """Upload a zoo checkpoint directory to the Hugging Face Hub; returns the commit sha.
+
+    The directory is checked first — it must load with :func:`from_pretrained` (``strict=True``) and carry a
+    ``README.md`` card with ``library_name: zoo`` — so a broken checkpoint is never published. Only the three
+    checkpoint files are uploaded. The repo is created if missing.
+    """
+    from huggingface_hub import HfApi
+
+    from zoo.registry import CardError, split_front_matter
+
+    directory = Path(directory)
+    from_pretrained(directory)
+    card = directory / CARD_NAME
+    if not card.is_file():
+        raise CheckpointError(f"{card} not found: write the checkpoint with zoo.save_pretrained (it adds the card)")
+    try:
+        front, _ = split_front_matter(card.read_text(encoding="utf-8"), str(card))
+    except CardError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if front.get("library_name") != "zoo":
+        raise CheckpointError(f"{card}: the front matter needs 'library_name: zoo' so the Hub lists it as a zoo model")
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=str(directory), repo_id=repo_id, allow_patterns=list(FILES), commit_message=commit_message
+    )
+    return commit.oid

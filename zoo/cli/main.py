@@ -22,7 +22,7 @@ EPILOG = """examples:
 
 
 def _commands() -> dict[str, ModuleType]:
-    from zoo.cli import cache, data, download, finetune, info, list_models, md, predict, relax, train
+    from zoo.cli import cache, data, download, finetune, info, list_models, md, predict, push, relax, train
 
     return {
         "list": list_models,
@@ -35,6 +35,7 @@ def _commands() -> dict[str, ModuleType]:
         "predict": predict,
         "relax": relax,
         "md": md,
+        "push": push,
     }
 
 
