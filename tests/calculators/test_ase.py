@@ -79,6 +79,14 @@ def test_nve_energy_drift(potential):
     assert drift < 1e-4, drift
 
 
+def test_per_atom_energies_sum_to_the_energy(potential):
+    atoms = rattled_bulk()
+    atoms.calc = zoo.calculator(potential)
+    energies = atoms.get_potential_energies()
+    assert energies.shape == (len(atoms),)
+    assert energies.sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+
+
 def test_isolated_atom_has_an_energy(potential):
     atoms = Atoms("Cu", positions=[[0.0, 0.0, 0.0]])
     atoms.calc = zoo.calculator(potential)

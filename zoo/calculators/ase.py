@@ -76,10 +76,11 @@ class ZooCalculator(Calculator):
         task: the task to run; only ``"potential"`` is served (an error names any other).
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (Voigt, eV/Å³) when the model
-    has a stress route and the cell is periodic in 3D. ``charge`` and ``spin`` come from ``atoms.info``.
+    has a stress route and the cell is periodic in 3D, ``energies`` (per atom, eV) when the model gives them.
+    ``charge`` and ``spin`` come from ``atoms.info``.
     """
 
-    implemented_properties = ("energy", "free_energy", "forces", "stress")
+    implemented_properties = ("energy", "free_energy", "forces", "stress", "energies")
 
     def __init__(
         self,
@@ -144,6 +145,8 @@ class ZooCalculator(Calculator):
         system_changes: Sequence[str] = tuple(all_changes),
     ) -> None:
         super().calculate(atoms, properties, system_changes)
+        if "energies" in properties and not self.metadata.get("per_atom_energies"):
+            raise PropertyNotImplementedError("this model does not decompose its energy into per-atom energies")
         want_stress = "stress" in properties
         stress_mode = self.metadata.get("stress")
         if want_stress and stress_mode not in ("conservative", "direct"):
@@ -164,6 +167,8 @@ class ZooCalculator(Calculator):
             "free_energy": energy,
             "forces": output["forces"].detach().cpu().double().numpy(),
         }
+        if "energies" in output:
+            self.results["energies"] = output["energies"].detach().cpu().double().numpy()
         if want_stress:
             if "stress" not in output:
                 raise ModelTaskError("the model's metadata promises stress but its output has none")

@@ -782,24 +782,25 @@ class EGNNPotential(EGNN):
             "units": {"energy": "eV", "forces": "eV/A", "pos": "A"},
             "force_mode": "conservative",
             "stress": "conservative",
+            "per_atom_energies": True,
         }
 
-    def energy(self, graph: Data) -> Tensor:
-        """Energy ``[B]`` in eV, differentiable in ``graph.pos`` and ``graph.cell``."""
+    def atom_energies(self, graph: Data) -> Tensor:
+        """Per-atom energies ``[N]`` in eV (their sum per graph is the energy), differentiable in ``graph.pos``
+        and ``graph.cell``."""
         edge_index, edge_offset = graph_edges(graph, "graph")
         radial, _ = self.gcl_0.edge_geometry(graph.pos, edge_index, edge_offset)
         weight = self.envelope(torch.sqrt(radial.squeeze(1)))  # [E]
         h0 = nn.functional.one_hot(_species_index(graph.z, self.elements, type(self).__name__), len(self.elements))
         h, _ = self.encode(h0.to(graph.pos.dtype), graph.pos, edge_index, edge_weight=weight, edge_offset=edge_offset)
-        node_energy = self.node_dec(h).squeeze(1)  # [N]
-        return node_energy.new_zeros(num_graphs(graph)).index_add_(0, node_graph_index(graph), node_energy)
+        return self.node_dec(h).squeeze(1)  # [N]
 
     def forward(self, graph: Data, *, compute_stress: bool = False) -> dict[str, Tensor]:
-        """``{"energy": [B], "forces": [N, 3]}`` (+ ``"stress": [B, 3, 3]`` in eV/Å³ with ``compute_stress``);
-        forces and stress are differentiable in training mode."""
+        """``{"energy": [B], "energies": [N], "forces": [N, 3]}`` (+ ``"stress": [B, 3, 3]`` in eV/Å³ with
+        ``compute_stress``); forces and stress are differentiable in training mode."""
         require_fields(graph, type(self).__name__, self.reads)
         check_dtype(graph, self)
-        return conservative_outputs(self.energy, graph, stress=compute_stress, create_graph=self.training)
+        return conservative_outputs(self.atom_energies, graph, stress=compute_stress, create_graph=self.training)
 
 
 # ------------------------------------------------------------------------------------------------- variants

@@ -13,11 +13,12 @@ Example:
     >>> from zoo.nn.conservative import conservative_outputs
     >>> from zoo.testing import bulk_graph
     >>> from zoo.graph import edge_vectors
-    >>> def pair_energy(graph):  # a harmonic pair potential
-    ...     return ((edge_vectors(graph)[1] - 2.5) ** 2).sum().reshape(1)
-    >>> out = conservative_outputs(pair_energy, bulk_graph(), stress=True)
+    >>> def pair_energies(graph):  # a harmonic pair potential, half of each bond energy on its target atom
+    ...     bond = 0.5 * (edge_vectors(graph)[1] - 2.5) ** 2
+    ...     return torch.zeros(graph.pos.shape[0], dtype=bond.dtype).index_add(0, graph.edge_index[1], bond)
+    >>> out = conservative_outputs(pair_energies, bulk_graph(), stress=True)
     >>> sorted(out), out["stress"].shape
-    (['energy', 'forces', 'stress'], torch.Size([1, 3, 3]))
+    (['energies', 'energy', 'forces', 'stress'], torch.Size([1, 3, 3]))
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ __all__ = ["conservative_outputs"]
 
 
 def conservative_outputs(
-    energy_fn: Callable[[Data], Tensor],
+    atom_energy_fn: Callable[[Data], Tensor],
     graph: Data,
     *,
     stress: bool = False,
     create_graph: bool = False,
 ) -> dict[str, Tensor]:
-    """Energy ``[B]``, forces ``[N, 3]`` and, with ``stress=True``, stress ``[B, 3, 3]`` of ``energy_fn(graph)``.
+    """Energy ``[B]``, per-atom energies ``[N]``, forces ``[N, 3]`` and, with ``stress=True``, stress
+    ``[B, 3, 3]`` from the per-atom energies ``atom_energy_fn(graph) -> [N]``.
 
-    ``energy_fn`` must compute everything geometric from ``graph.pos`` and ``graph.cell`` (e.g. through
+    ``atom_energy_fn`` must compute everything geometric from ``graph.pos`` and ``graph.cell`` (e.g. through
     :func:`zoo.graph.edge_vectors`), so that the strain reaches it. ``create_graph=True`` keeps the derivatives
     differentiable (for training on forces).
 
@@ -65,9 +67,10 @@ def conservative_outputs(
             inputs.append(strain)
         else:
             strained.pos = pos
-        energy = energy_fn(strained)
+        atom_energy = atom_energy_fn(strained)  # [N]
+        energy = atom_energy.new_zeros(num_graphs(graph)).index_add(0, batch, atom_energy)
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
-    out = {"energy": energy, "forces": -grads[0]}
+    out = {"energy": energy, "energies": atom_energy, "forces": -grads[0]}
     if stress:
         volume = torch.linalg.det(graph.cell).abs()  # [B]
         out["stress"] = grads[1] / volume[:, None, None]
