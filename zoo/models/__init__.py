@@ -1,5 +1,6 @@
 """Model families. Each module registers its architectures with :func:`zoo.register_model` on import."""
 
+from zoo.models import edm as edm
 from zoo.models import egnn as egnn
 from zoo.models import equiformer_v2 as equiformer_v2
 from zoo.models import segno as segno
