@@ -1,4 +1,4 @@
-"""Golden tensors from fairchem-core 1.10.0 for the EquiformerV2 parity tests (tests/fixtures/fairchem/).
+"""Golden tensors from fairchem-core 1.10.0 for the EquiformerV2 and eSCN parity tests (tests/fixtures/fairchem/).
 
 Runs in its own environment, never in zoo's (fairchem pins old dependencies; zoo is not imported here)::
 
@@ -6,7 +6,8 @@ Runs in its own environment, never in zoo's (fairchem pins old dependencies; zoo
     /tmp/fcvenv/bin/pip install torch==2.13.0 "torch-geometric==2.7.*" "e3nn==0.6.*" torch-scatter lmdb \
         orjson ase pyyaml numba
     /tmp/fcvenv/bin/pip install --no-deps fairchem-core==1.10.0
-    /tmp/fcvenv/bin/python scripts/golden/make_fairchem_golden.py
+    /tmp/fcvenv/bin/python scripts/golden/make_fairchem_golden.py            # every case
+    /tmp/fcvenv/bin/python scripts/golden/make_fairchem_golden.py escn_tiny_monolithic  # some cases
 
 For each case (model x layout x size) it builds fairchem's model in float64 with random weights (every
 parameter perturbed so no zero or unit initialisation hides a mis-mapped weight, then rounded to float32
@@ -21,8 +22,9 @@ Two things are fixed so that the comparison is about the models' arithmetic:
 * the graph: fairchem's PBC neighbour search and ``get_pbc_distances`` compute cell offsets in float32, so
   the edges (the 20 nearest neighbours within the cutoff, from ASE, rattled so there are no ties) and their
   float64 vectors are given to the model through its ``generate_graph``; they are saved with the outputs;
-* the random roll of each edge frame: fairchem draws ``torch.rand_like(vec)`` in every forward; the draw is
-  recorded (same generator state) and saved as ``perpendicular = draw - 0.5``.
+* the random roll of each edge frame: fairchem draws ``torch.rand_like(vec)`` in every forward (EquiformerV2's
+  ``init_edge_rot_mat``, eSCN's ``_init_edge_rot_mat``); the draw is recorded (same generator state) and saved
+  as ``perpendicular = draw - 0.5``.
 
 Outputs: ``<case>.pt`` (the fairchem checkpoint) and ``<case>.safetensors`` (inputs, edges, draws, outputs).
 """
@@ -47,6 +49,7 @@ logging.disable(logging.WARNING)
 from fairchem.core.models.base import GraphData, HydraModel  # noqa: E402
 from fairchem.core.models.equiformer_v2 import equiformer_v2 as eqv2_hydra  # noqa: E402
 from fairchem.core.models.equiformer_v2 import equiformer_v2_deprecated as eqv2_mono  # noqa: E402
+from fairchem.core.models.escn.escn import eSCN  # noqa: E402
 from fairchem.core.modules.exponential_moving_average import ExponentialMovingAverage  # noqa: E402
 from fairchem.core.modules.normalization.element_references import create_element_references  # noqa: E402
 from fairchem.core.modules.normalization.normalizer import create_normalizer  # noqa: E402
@@ -81,6 +84,35 @@ EQV2_COMMON = dict(
     drop_path_rate=0.1,
     proj_drop=0.0,
     weight_init="uniform",
+)
+ESCN_TINY = dict(
+    num_layers=2,
+    sphere_channels=8,
+    hidden_channels=16,
+    edge_channels=8,
+    lmax_list=[2],
+    mmax_list=[1],
+    num_sphere_samples=16,
+)
+ESCN_MEDIUM = dict(
+    ESCN_TINY,
+    num_layers=3,
+    sphere_channels=16,
+    hidden_channels=32,
+    edge_channels=16,
+    lmax_list=[4],
+    mmax_list=[2],
+    num_sphere_samples=32,
+)
+ESCN_COMMON = dict(
+    use_pbc=True,
+    regress_forces=True,
+    otf_graph=True,
+    max_neighbors=MAX_NEIGHBORS,
+    cutoff=5.0,
+    max_num_elements=90,
+    distance_function="gaussian",
+    basis_width_scalar=2.0,
 )
 OLD_NORMALIZERS = {
     "target": {"mean": torch.tensor(-0.7554450631141663), "std": torch.tensor(2.887317180633545)},
@@ -235,27 +267,53 @@ def denormalise(out: dict, normalizers: dict, data: Batch, lin_ref: torch.Tensor
     return {"energy": energy, "forces": forces}
 
 
-def make_case(name: str, kind: str, layout: str, config: dict, out_dir: Path) -> None:
-    torch.manual_seed(SEED)
-    elementrefs = None
-    if kind == "equiformer_v2" and layout == "monolithic":
-        attributes = {**EQV2_COMMON, **config}
-        model = eqv2_mono.EquiformerV2(**attributes)
-        recorder = RecordDraws(eqv2_mono.init_edge_rot_mat)
-        eqv2_mono.init_edge_rot_mat = recorder
-        ckpt_config = {"model": "equiformer_v2", "model_attributes": attributes, "trainer": "forces"}
-        normalizers, prefix = OLD_NORMALIZERS, "module.module."
-    else:
+def element_references() -> torch.nn.Module:
+    references = torch.zeros(91, dtype=torch.float64)
+    references[1:] = torch.linspace(-3.0, -1.0, 90, dtype=torch.float64).float().double()
+    return create_element_references(state_dict={"element_references": references})
+
+
+def build(kind: str, layout: str, config: dict) -> tuple[torch.nn.Module, dict, dict, str, torch.nn.Module | None]:
+    """``(model, checkpoint config, normalizers, state-dict key prefix, element references)`` of one case.
+
+    Layouts: ``monolithic`` (legacy ``{"model": name, "model_attributes": {...}}`` config, old-style
+    normalisers), ``monolithic-named`` (``{"model": {"name": name, ...}}``, new-style normalisers) and
+    ``hydra`` (backbone + heads, new-style normalisers and element references).
+    """
+    if layout.startswith("monolithic"):
+        attributes = {**(EQV2_COMMON if kind == "equiformer_v2" else ESCN_COMMON), **config}
+        model = eqv2_mono.EquiformerV2(**attributes) if kind == "equiformer_v2" else eSCN(**attributes)
+        if layout == "monolithic":
+            ckpt_config = {"model": kind, "model_attributes": attributes, "trainer": "forces"}
+            return model, ckpt_config, OLD_NORMALIZERS, "module.module.", None
+        ckpt_config = {"model": {"name": kind, **attributes}, "trainer": "ocp"}
+        return model, ckpt_config, NEW_NORMALIZERS, "module.module.", None
+    if kind == "equiformer_v2":
         backbone = {"model": "equiformer_v2_backbone", **EQV2_COMMON, **config}
         heads = {"energy": {"module": "equiformer_v2_energy_head"}, "forces": {"module": "equiformer_v2_force_head"}}
-        model = HydraModel(backbone=backbone, heads=heads)
-        recorder = RecordDraws(eqv2_hydra.init_edge_rot_mat)
-        eqv2_hydra.init_edge_rot_mat = recorder
-        ckpt_config = {"model": {"name": "hydra", "backbone": backbone, "heads": heads}, "trainer": "ocp"}
-        normalizers, prefix = NEW_NORMALIZERS, "module."
-        references = torch.zeros(91, dtype=torch.float64)
-        references[1:] = torch.linspace(-3.0, -1.0, 90, dtype=torch.float64).float().double()
-        elementrefs = create_element_references(state_dict={"element_references": references})
+    else:
+        backbone = {"model": "escn_backbone", **ESCN_COMMON, **config}
+        heads = {"energy": {"module": "escn_energy_head"}, "forces": {"module": "escn_force_head"}}
+    ckpt_config = {"model": {"name": "hydra", "backbone": backbone, "heads": heads}, "trainer": "ocp"}
+    return HydraModel(backbone=backbone, heads=heads), ckpt_config, NEW_NORMALIZERS, "module.", element_references()
+
+
+def install_recorder(kind: str, model: torch.nn.Module) -> RecordDraws:
+    """Record the frame draws of ``model``: EquiformerV2 draws in a module function, eSCN in a method."""
+    if kind == "escn":
+        target = model.backbone if hasattr(model, "backbone") else model
+        recorder = RecordDraws(target._init_edge_rot_mat)
+        target._init_edge_rot_mat = recorder
+        return recorder
+    module = eqv2_hydra if hasattr(model, "backbone") else eqv2_mono
+    recorder = RecordDraws(module.init_edge_rot_mat)
+    module.init_edge_rot_mat = recorder
+    return recorder
+
+
+def make_case(name: str, kind: str, layout: str, config: dict, out_dir: Path) -> None:
+    torch.manual_seed(SEED)
+    model, ckpt_config, normalizers, prefix, elementrefs = build(kind, layout, config)
     model = model.double().eval()
     randomise(model)
     checkpoint = {
@@ -278,12 +336,14 @@ def make_case(name: str, kind: str, layout: str, config: dict, out_dir: Path) ->
         {**checkpoint["ema"], "shadow_params": [s.double() for s in checkpoint["ema"]["shadow_params"]]}
     )
     ema.copy_to()
-    cutoff = EQV2_COMMON["max_radius"]
+    recorder = install_recorder(kind, model)
+    ema_recorder = recorder if kind == "equiformer_v2" else install_recorder(kind, ema_model)
+    cutoff = EQV2_COMMON["max_radius"] if kind == "equiformer_v2" else ESCN_COMMON["cutoff"]
     for structure, atoms in structures().items():
         data = batch_of(atoms)
         edge_index, shift, vector = edges(atoms, cutoff)
         raw, draw = run(model, recorder, data, edge_index, shift, vector)
-        raw_ema, draw_ema = run(ema_model, recorder, data, edge_index, shift, vector)
+        raw_ema, draw_ema = run(ema_model, ema_recorder, data, edge_index, shift, vector)
         assert torch.equal(draw, draw_ema)
         plain = denormalise(raw, normalizers, data, None, elementrefs)
         with_ema = denormalise(raw_ema, normalizers, data, None, elementrefs)
@@ -314,6 +374,9 @@ CASES = {
     "eqv2_tiny_monolithic": ("equiformer_v2", "monolithic", EQV2_TINY),
     "eqv2_medium_monolithic": ("equiformer_v2", "monolithic", EQV2_MEDIUM),
     "eqv2_tiny_hydra": ("equiformer_v2", "hydra", EQV2_TINY),
+    "escn_tiny_monolithic": ("escn", "monolithic", ESCN_TINY),
+    "escn_medium_monolithic": ("escn", "monolithic-named", ESCN_MEDIUM),
+    "escn_tiny_hydra": ("escn", "hydra", {**ESCN_TINY, "resolution": 8}),
 }
 
 

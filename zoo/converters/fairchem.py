@@ -6,7 +6,8 @@ A fairchem checkpoint is a pickle ``{"state_dict", "config", "normalizers", "ema
 1. reads the model configuration from ``config`` — legacy ``{"model": name, "model_attributes": {...}}``,
    ``{"model": {"name": ..., ...}}``, or the backbone + heads ("hydra") layout
    ``{"model": {"name": "hydra", "backbone": {...}, "heads": {...}}}`` — and maps it to zoo's constructor
-   arguments (:func:`model_args`), refusing options zoo does not implement;
+   arguments (:func:`model_args`; eSCN attributes the configuration leaves out take fairchem's defaults),
+   refusing options zoo does not implement;
 2. takes the plain ``state_dict`` weights, as fairchem's ASE calculator predicts with them, or with
    ``use_ema=True`` the EMA shadow parameters (paired with the trainable parameters in registration order);
 3. remaps keys (:func:`convert_state_dict`): strips zero to two ``module.`` prefixes, moves the hydra
@@ -76,20 +77,21 @@ _EQV2_ARGS = (
     "avg_degree",
     "regress_forces",
 )
-_ESCN_ARGS = (
-    "max_neighbors",
-    "cutoff",
-    "max_num_elements",
-    "num_layers",
-    "sphere_channels",
-    "hidden_channels",
-    "edge_channels",
-    "num_sphere_samples",
-    "basis_width_scalar",
-    "distance_resolution",
-    "resolution",
-    "regress_forces",
-)
+# fairchem's eSCN constructor defaults (zoo's ESCN defaults are the published OC20 settings instead).
+_ESCN_DEFAULTS = {
+    "max_neighbors": 40,
+    "cutoff": 8.0,
+    "max_num_elements": 90,
+    "num_layers": 8,
+    "sphere_channels": 128,
+    "hidden_channels": 256,
+    "edge_channels": 128,
+    "num_sphere_samples": 128,
+    "basis_width_scalar": 1.0,
+    "distance_resolution": 0.02,
+    "resolution": None,
+    "regress_forces": True,
+}
 _FAMILIES = {
     "equiformer_v2": "equiformer_v2",
     "equiformer_v2_backbone": "equiformer_v2",
@@ -128,6 +130,9 @@ def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool]
         unknown = sorted(set(heads) - set(_HEADS))
         if unknown:
             raise ConversionError(f"config.model.heads: zoo converts the energy and forces heads, not {unknown}")
+        reduce = (heads.get("energy") or {}).get("reduce", "sum")
+        if reduce != "sum":
+            raise ConversionError(f"config.model.heads.energy.reduce={reduce!r}: zoo converts only 'sum'")
     elif isinstance(model, Mapping):
         attributes = dict(model)
         name, hydra = attributes.pop("name", None), False
@@ -154,7 +159,7 @@ def model_args(family: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
     else:
         if attributes.get("distance_function", "gaussian") != "gaussian":
             raise ConversionError(f"distance_function={attributes['distance_function']!r}: only 'gaussian'")
-        args.update({k: attributes[k] for k in _ESCN_ARGS if attributes.get(k) is not None})
+        args.update({k: attributes.get(k, default) for k, default in _ESCN_DEFAULTS.items()})
     return args
 
 

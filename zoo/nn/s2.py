@@ -15,7 +15,9 @@ these activations are equivariant to a small tolerance, not exactly.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -27,12 +29,25 @@ from zoo.nn.so3 import CoefficientLayout
 __all__ = ["GateActivation", "S2Activation", "S2Grid", "SeparableS2Activation", "SmoothLeakyReLU"]
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Temporarily set torch's default dtype (e3nn builds its quadrature weights in it)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 class S2Grid(nn.Module):
     r"""Dense maps between spherical coefficients and an :math:`S^2` grid (fairchem ``SO3_Grid``).
 
     The matrices ``to_grid_mat`` and ``from_grid_mat`` ``[n_beta, n_alpha, K_r]`` are derived constants: built
-    in float64, never stored in a state dict, and cast to the dtype and device of the input on use (so a
-    float64 model gets float64-exact grids whatever dtype it was built in).
+    in float64 (under a float64 default dtype, because e3nn computes ``FromS2Grid``'s quadrature weights in
+    the default dtype and would otherwise round them to float32), never stored in a state dict, and cast to
+    the dtype and device of the input on use (so a float64 model gets float64-exact grids whatever dtype it
+    was built in).
 
     Args:
         lmax, mmax: degrees and orders of the coefficients (:math:`K_r` of :class:`CoefficientLayout`).
@@ -71,8 +86,9 @@ class S2Grid(nn.Module):
         if rescale:
             for l in range(mmax + 1, lmax + 1):
                 scale[l * l : (l + 1) * (l + 1)] = math.sqrt((2 * l + 1) / (2 * mmax + 1))
-        to_grid = ToS2Grid(lmax, self.resolution, normalization=normalization, dtype=torch.float64)
-        from_grid = FromS2Grid(self.resolution, lmax, normalization=normalization, dtype=torch.float64)
+        with _default_dtype(torch.float64):
+            to_grid = ToS2Grid(lmax, self.resolution, normalization=normalization, dtype=torch.float64)
+            from_grid = FromS2Grid(self.resolution, lmax, normalization=normalization, dtype=torch.float64)
         to_grid_mat = torch.einsum("mbi, am -> bai", to_grid.shb, to_grid.sha) * scale
         from_grid_mat = torch.einsum("am, mbi -> bai", from_grid.sha, from_grid.shb) * scale
         self.to_grid_mat = to_grid_mat[:, :, layout.reduced].contiguous()

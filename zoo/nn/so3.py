@@ -90,19 +90,24 @@ class EdgeRotation:
 
     Attributes:
         wigner_in: ``[E, K_r, K]`` rows :math:`\mathcal{M}` of :math:`D(R_e)`.
-        wigner_out: ``[E, K, K_r]`` columns :math:`\mathcal{M}` of :math:`D(R_e)^T`, times :math:`s`.
+        wigner_out: ``[E, K, K_r]`` columns :math:`\mathcal{M}` of :math:`D(R_e)^T`, times :math:`s` (or not,
+            see :meth:`from_wigner`).
     """
 
     wigner_in: Tensor
     wigner_out: Tensor
 
     @classmethod
-    def from_wigner(cls, wigner: Tensor, layout: CoefficientLayout) -> EdgeRotation:
-        """Slice ``wigner [E, K, K]`` (:math:`K = (l_{max}+1)^2` of ``layout``) for rotations in and out."""
+    def from_wigner(cls, wigner: Tensor, layout: CoefficientLayout, *, rescale: bool = True) -> EdgeRotation:
+        """Slice ``wigner [E, K, K]`` (:math:`K = (l_{max}+1)^2` of ``layout``) for rotations in and out.
+
+        ``rescale``: multiply the rotation back by :math:`s` (EquiformerV2); eSCN rotates back without it.
+        """
         reduced = layout.reduced.to(wigner.device)
-        rescale = layout.rescale.to(device=wigner.device, dtype=wigner.dtype)
-        wigner_inv = wigner.transpose(1, 2)
-        return cls(wigner[:, reduced, :], wigner_inv[:, :, reduced] * rescale)
+        wigner_out = wigner.transpose(1, 2)[:, :, reduced]
+        if rescale:
+            wigner_out = wigner_out * layout.rescale.to(device=wigner.device, dtype=wigner.dtype)
+        return cls(wigner[:, reduced, :], wigner_out)
 
     def rotate(self, x: Tensor) -> Tensor:
         """``[E, K, C]`` -> ``[E, K_r, C]`` in the edge frames, orders :math:`|m| > m_{max}` dropped."""
