@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# GPU checks of zoo.kernels in one command: CUDA tests (pytest -m gpu tests/kernels) and the CUDA benchmark.
+# Run from the repository root on a CUDA machine whose python3 has torch (CUDA), triton and torch-geometric.
+# Packages it lacks (ase, pydantic, vesin, vesin-torch, ...) are installed from .whl/ when that folder exists
+# (made by benchmarks/gpu_wheels.sh where PyPI is reachable). Results go to $OUT (default out/gpu):
+# pytest-gpu.log, results.json, results.md, bench.log, env.txt.
+set -uo pipefail
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH="/tmp/zoo-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+# --confcutdir: only tests/kernels' own setup; -m gpu: the CUDA tests.
+python3 -m pytest -m gpu tests/kernels --confcutdir=tests/kernels -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/pytest-gpu.log"
+tests=${PIPESTATUS[0]}
+python3 -m benchmarks.message_passing --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
+bench=${PIPESTATUS[0]}
+echo "pytest exit $tests, benchmark exit $bench"
+exit $(( tests != 0 || bench != 0 ))

@@ -1,0 +1,94 @@
+"""The Triton backend against the reference: on CPU in Triton's interpreter (triton_interpreter_cases.py, small
+graphs, run in a fresh process), on CUDA with ``pytest -m gpu`` (larger graphs, float32 / float64 / bfloat16,
+bitwise determinism of every CSR backend)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _kernel_helpers import TOLERANCES, check_parity, make_case
+
+from zoo.kernels import KernelError, build_csr, message_aggregate, message_aggregate_reference
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+CASES = Path(__file__).with_name("triton_interpreter_cases.py")
+
+
+@pytest.mark.skipif(CUDA, reason="CUDA present: the gpu tests run the kernels for real")
+def test_interpreter_suite():
+    """triton_interpreter_cases.py in a fresh process with TRITON_INTERPRET=1: Triton reads the variable when
+    it is first imported, which in this process may already have happened."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", str(CASES)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    h, edge_index, edge_attr, mlp = make_case(torch.float64, "cpu", 10, 2, 3, 1, 8, 8)
+    with pytest.raises(KernelError, match="TRITON_INTERPRET"):
+        message_aggregate(h, edge_index, edge_attr, mlp, backend="triton")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("layout", ["csr", "atomic"])
+@pytest.mark.parametrize(
+    ("dtype", "edge_dim", "hidden", "out"),
+    [
+        (torch.float32, 1, 128, 128),
+        (torch.float32, 0, 64, None),
+        (torch.float64, 3, 64, 64),
+        (torch.float32, 40, 256, 256),
+        (torch.float32, 5, 48, 80),
+    ],
+)
+def test_cuda_parity(layout, dtype, edge_dim, hidden, out):
+    case = make_case(dtype, "cuda", 3000, 24, 32, edge_dim, hidden, out)
+    check_parity(*case, backend="triton", layout=layout, against_float64=dtype == torch.float32)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("layout", ["csr", "atomic"])
+def test_cuda_bfloat16_forward(layout):
+    """bfloat16 against the float32 reference of the same (rounded) inputs, relative to the largest value."""
+    h, edge_index, edge_attr, mlp = make_case(torch.bfloat16, "cuda", 3000, 24, 32, 1, 128, 128)
+    out = message_aggregate(h, edge_index, edge_attr, mlp, backend="triton", layout=layout)
+    expected = message_aggregate_reference(h.float(), edge_index, edge_attr.float(), mlp.float())
+    scale = expected.abs().max()
+    torch.testing.assert_close(out.float() / scale, expected / scale, rtol=0, atol=2e-2)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", ["triton", "torch", "compile"])
+def test_cuda_csr_bitwise_deterministic(backend):
+    """CSR on CUDA: forward and every gradient bitwise identical across runs (no atomics anywhere)."""
+    h, edge_index, edge_attr, mlp = make_case(torch.float32, "cuda", 20000, 30, 64, 1, 128, 128)
+    csr = build_csr(edge_index, h.shape[0])
+    runs = []
+    for _ in range(3):
+        out = message_aggregate(h, csr, edge_attr, mlp, backend=backend)
+        grads = torch.autograd.grad(out.square().sum(), [h, edge_attr, *mlp.parameters()])
+        runs.append([out, *grads])
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other, strict=True))
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", ["torch", "compile"])
+@pytest.mark.parametrize("layout", ["csr", "atomic"])
+def test_cuda_other_backends_parity(backend, layout):
+    case = make_case(torch.float64, "cuda", 2000, 16, 16, 2, 32, 32)
+    check_parity(*case, backend=backend, layout=layout, tolerance=TOLERANCES[torch.float64])
