@@ -53,7 +53,8 @@ def test_relax_cell_lowers_the_stress(model_dir, tmp_path, capsys):
     start.calc = zoo.calculator(zoo.load(model_dir))
     initial = np.abs(start.get_stress()).max()
     ase.io.write(tmp_path / "bulk.extxyz", start)
-    main(["relax", str(tmp_path / "bulk.extxyz"), "--model", str(model_dir), "--cell", "--fmax", "1e-4", "--steps", "100"])
+    arguments = ["relax", str(tmp_path / "bulk.extxyz"), "--model", str(model_dir), "--cell", "--fmax", "1e-4"]
+    main([*arguments, "--steps", "100"])
     relaxed = ase.io.read(tmp_path / "bulk-relaxed.extxyz")
     assert np.abs(relaxed.get_stress()).max() < initial
     assert not np.allclose(relaxed.cell.lengths(), start.cell.lengths())
