@@ -9,6 +9,7 @@ of a dataset in one error.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -150,7 +151,7 @@ def check_graph(graph: AtomsGraph) -> None:
         raise GraphError(f"{name} contains NaN or inf")
 
 
-class StructureDataset(Dataset):
+class StructureDataset(Dataset, ABC):
     """Base of the map-style datasets: ``dataset[i]`` is the :class:`~zoo.graph.AtomsGraph` of structure ``i``
     after ``transform``.
 
@@ -161,16 +162,16 @@ class StructureDataset(Dataset):
     def __init__(self, transform: Transform | None = None) -> None:
         self.transform = transform
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
+    @abstractmethod
     def get(self, index: int) -> AtomsGraph:
         """The graph of structure ``index`` (0-based, already bounds-checked), before the transform."""
-        raise NotImplementedError
 
+    @abstractmethod
     def where(self, index: int) -> str:
         """``"file:frame"`` of structure ``index``, for error messages."""
-        raise NotImplementedError
 
     def __getitem__(self, index: int) -> AtomsGraph:
         length = len(self)

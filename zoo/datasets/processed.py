@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,9 @@ class ProcessedDataset(StructureDataset):
         """The error text for raw files that are missing."""
         return f"{self.name}: missing raw files {missing} in {self.raw_dir}; place them there."
 
+    @abstractmethod
     def process_raw(self) -> list[AtomsGraph]:
         """Read ``root/raw`` into graphs (before ``pre_transform``)."""
-        raise NotImplementedError
 
     def _stamp(self, missing: list[str]) -> dict[str, Any]:
         sizes = {name: (self.raw_dir / name).stat().st_size for name in self.raw_files if name not in missing}
