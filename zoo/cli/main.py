@@ -22,7 +22,7 @@ EPILOG = """examples:
 
 
 def _commands() -> dict[str, ModuleType]:
-    from zoo.cli import cache, data, download, finetune, info, list_models, md, predict, push, relax, train
+    from zoo.cli import cache, data, download, finetune, info, list_models, md, predict, push, relax, sample, train
 
     return {
         "list": list_models,
@@ -36,6 +36,7 @@ def _commands() -> dict[str, ModuleType]:
         "relax": relax,
         "md": md,
         "push": push,
+        "sample": sample,
     }
 
 
