@@ -15,7 +15,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import conftest  # noqa: F401  (registers test-pair-potential)
-
 from zoo.cli.main import main
 from zoo.train import trainer
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
-from conftest import LAUNCHER
 from safetensors.torch import load_file
 
+from conftest import LAUNCHER
 from zoo.cli.main import main
 
 

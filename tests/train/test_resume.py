@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 import torch
-from conftest import launcher_command
 from safetensors.torch import load_file
 
+from conftest import launcher_command
 from zoo.cli.main import main
 from zoo.train.state import load_state, save_state
 
