@@ -128,3 +128,23 @@ def test_model_of_the_wrong_task():
         zoo.calculator(zoo.create_model("egnn-qm9", hidden_nf=8, n_layers=1))
     with pytest.raises(ModelTaskError, match="serves task 'potential'"):
         zoo.calculator(zoo.create_model("egnn-potential", hidden_nf=8, n_layers=1), task="property")
+
+
+def test_equiformer_v2_through_the_calculator_matches_its_forward():
+    """A direct-force model: the calculator builds the same graph (cutoff, 20 neighbours) as radius_graph."""
+    from zoo.graph import from_ase, radius_graph
+
+    torch.manual_seed(0)
+    args = {"num_layers": 1, "sphere_channels": 8, "attn_hidden_channels": 8, "num_heads": 2, "attn_alpha_channels": 4}
+    args |= {"attn_value_channels": 4, "ffn_hidden_channels": 8, "lmax": 2, "mmax": 1, "edge_channels": 8}
+    model = zoo.create_model("equiformer_v2", max_radius=5.0, **args).double().eval()
+    atoms = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
+    add_adsorbate(atoms, "O", 1.6, "fcc")
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = zoo.calculator(model)
+    graph = radius_graph(from_ase(atoms, dtype=torch.float64), 5.0, max_neighbors=20)
+    expected = model(graph)
+    assert atoms.get_potential_energy() == pytest.approx(expected["energy"].item(), abs=1e-10)
+    assert np.abs(atoms.get_forces() - expected["forces"].detach().numpy()).max() < 1e-10
+    with pytest.raises(PropertyNotImplementedError, match="no stress"):
+        atoms.get_stress()

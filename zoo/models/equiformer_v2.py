@@ -415,6 +415,7 @@ class EquiformerV2(nn.Module):
             "cutoff": float(max_radius),
             "max_neighbors": int(max_neighbors),
             "max_num_elements": int(max_num_elements),
+            "elements": list(range(1, max_num_elements)),
             "units": {"energy": "eV", "forces": "eV/A", "pos": "A"},
             "force_mode": "direct",
         }
