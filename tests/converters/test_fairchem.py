@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden import golden_graph, relative
 from safetensors.torch import load_file
 
 import zoo
 from zoo.converters import convert, get_converter
 from zoo.converters.fairchem import ConversionError, convert_state_dict, load_checkpoint
-from zoo.graph import AtomsGraph
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fairchem"
 PARITY = 1e-6  # max |zoo - fairchem| / max |fairchem|, float64, same frame draws
@@ -26,23 +26,6 @@ PARITY = 1e-6  # max |zoo - fairchem| / max |fairchem|, float64, same frame draw
 FRAME_TOLERANCE = 1e-4
 EQV2_CASES = ["eqv2_tiny_monolithic", "eqv2_medium_monolithic", "eqv2_tiny_hydra"]
 STRUCTURES = ["slab", "molecule"]
-
-
-def golden_graph(tensors: dict[str, torch.Tensor], structure: str) -> AtomsGraph:
-    """The fixture's structure with fairchem's edges, in fairchem's order."""
-    return AtomsGraph.build(
-        tensors[f"{structure}.pos"],
-        tensors[f"{structure}.z"],
-        cell=tensors[f"{structure}.cell"],
-        pbc=tensors[f"{structure}.pbc"],
-        edge_index=tensors[f"{structure}.edge_index"],
-        edge_shift=tensors[f"{structure}.edge_shift"],
-    )
-
-
-def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    assert actual.shape == expected.shape
-    return ((actual.detach() - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.fixture(scope="module")

@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from golden import FIXTURES as GOLDEN_FIXTURES
+from golden import assert_parity as assert_within
+from golden import load_golden as read_golden
+from golden import section
 
 import zoo
 from zoo.graph import AtomsGraph, GraphError, batch_graphs, radius_graph
 from zoo.models.egnn import EGCL, EGNN, complete_edge_index
 from zoo.testing import assert_equivariant, bulk_graph, molecule_graph, slab_graph
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "egnn"
+FIXTURES = GOLDEN_FIXTURES / "egnn"
 PARITY = 1e-10  # max |zoo - official| relative to max(1, max |official|), float64
 
 
 def load_golden(name: str) -> tuple[dict[str, torch.Tensor], dict]:
-    path = FIXTURES / f"{name}.safetensors"
-    with safe_open(str(path), "pt") as handle:
-        config = json.loads(handle.metadata()["golden"])["config"]
-    return load_file(str(path)), config
-
-
-def section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {key[len(prefix) + 1 :]: value for key, value in tensors.items() if key.startswith(prefix + ".")}
+    return read_golden(FIXTURES / f"{name}.safetensors")
 
 
 def assert_parity(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    assert actual.shape == expected.shape
-    scale = max(1.0, expected.abs().max().item())
-    assert (actual - expected).abs().max().item() <= PARITY * scale
+    assert_within(actual, expected, PARITY)
 
 
 def nbody_graph(num: int, seed: int, dtype=torch.float64) -> AtomsGraph:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden import golden_graph, relative
 from safetensors.torch import load_file
 
 import zoo
@@ -41,23 +42,6 @@ TINY = dict(
     num_sphere_samples=16,
     cutoff=5.0,
 )
-
-
-def golden_graph(tensors: dict[str, torch.Tensor], structure: str) -> AtomsGraph:
-    """The fixture's structure with fairchem's edges, in fairchem's order."""
-    return AtomsGraph.build(
-        tensors[f"{structure}.pos"],
-        tensors[f"{structure}.z"],
-        cell=tensors[f"{structure}.cell"],
-        pbc=tensors[f"{structure}.pbc"],
-        edge_index=tensors[f"{structure}.edge_index"],
-        edge_shift=tensors[f"{structure}.edge_shift"],
-    )
-
-
-def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    assert actual.shape == expected.shape
-    return ((actual.detach() - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.fixture(scope="module")
