@@ -61,3 +61,9 @@ def base_model(tmp_path) -> Path:
 def launcher_command() -> list[str]:
     """``python launch_zoo.py``: the `zoo` command with the test-only architecture registered."""
     return [sys.executable, str(LAUNCHER)]
+
+
+def finetune_command(base, data, output, *options: str) -> list[str]:
+    """``zoo finetune`` arguments on the test data set, on the CPU, batch 4, lr 0.01, plus ``options``."""
+    common = ["--train", str(data["train"]), "--val", str(data["val"]), "--output", str(output)]
+    return ["finetune", str(base), *common, "--device", "cpu", "--batch-size", "4", "--lr", "0.01", *options]

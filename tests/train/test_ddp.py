@@ -11,35 +11,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import LAUNCHER
+from conftest import LAUNCHER, finetune_command
 from zoo.cli.main import main
 
 
 def _args(base, data, output) -> list[str]:
-    return [
-        "finetune",
-        str(base),
-        "--train",
-        str(data["train"]),
-        "--val",
-        str(data["val"]),
-        "--output",
-        str(output),
-        "--device",
-        "cpu",
+    return finetune_command(
+        base,
+        data,
+        output,
         "--epochs",
         "2",
-        "--batch-size",
-        "4",
-        "--lr",
-        "0.01",
         "--set",
         "train.dtype=float64",
         "--set",
         "schedule.warmup_steps=2",
         "--set",
         "optim.accumulate=2",
-    ]
+    )
 
 
 def _rows(path) -> list[dict[str, str]]:

@@ -11,29 +11,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import launcher_command
+from conftest import finetune_command, launcher_command
 from zoo.cli.main import main
 from zoo.train.state import load_state, save_state
 
 
 def _args(base, data, output, *extra: str) -> list[str]:
-    return [
-        "finetune",
-        str(base),
-        "--train",
-        str(data["train"]),
-        "--val",
-        str(data["val"]),
-        "--output",
-        str(output),
-        "--device",
-        "cpu",
+    return finetune_command(
+        base,
+        data,
+        output,
         "--epochs",
         "3",
-        "--batch-size",
-        "4",
-        "--lr",
-        "0.01",
         "--set",
         "checkpoint.every_steps=4",
         "--set",
@@ -41,7 +30,7 @@ def _args(base, data, output, *extra: str) -> list[str]:
         "--set",
         "schedule.patience=0",
         *extra,
-    ]
+    )
 
 
 def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted(tmp_path, emt_data, base_model, capsys):
