@@ -603,6 +603,7 @@ class NBodyDataset(Dataset):
             )
             return self.root / name
 
+        self.files: list[Path] = [path("loc"), path("vel")]  # every file read, for provenance (hashes in cards)
         loc = self._load(path("loc"))
         vel = self._load(path("vel"))
         if loc.ndim != 4 or loc.shape[2 if self.kind == "charged" else 3] != 3:
@@ -621,6 +622,7 @@ class NBodyDataset(Dataset):
             per_particle = np.ones((num_trajectories, num_balls, 1))  # GravitySim's unit masses
         else:
             per_particle = self._load(path("charges"))
+            self.files.append(path("charges"))
         if per_particle.shape != (num_trajectories, num_balls, 1):
             raise ValueError(
                 f"{path('charges')} has shape {list(per_particle.shape)}, expected "
@@ -653,6 +655,7 @@ class NBodyDataset(Dataset):
         self._edge_attr = None
         if self.kind == "charged":
             edges = self._load(path("edges"))
+            self.files.append(path("edges"))
             if edges.shape != (num_trajectories, num_balls, num_balls):
                 raise ValueError(
                     f"{path('edges')} has shape {list(edges.shape)}, expected "

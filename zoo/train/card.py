@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +24,24 @@ class DataFile:
     split: str
     structures: int
     sha256: str
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What the card shows: the label, or the file name."""
+        return self.label or Path(self.path).name
 
     @classmethod
     def describe(cls, path: str, split: str, structures: int) -> DataFile:
         return cls(path, split, structures, sha256_file(path))
+
+    @classmethod
+    def describe_files(
+        cls, label: str, root: str, files: Sequence[str | os.PathLike[str]], split: str, items: int
+    ) -> DataFile:
+        """A data set in ``root`` read from several files: the sha256 of their sha256 hex digests, one per line."""
+        digest = hashlib.sha256("\n".join(sha256_file(f) for f in files).encode()).hexdigest()
+        return cls(root, split, items, digest, label)
 
 
 def _row(values: dict[str, float], key: str) -> str:
@@ -61,7 +77,7 @@ def training_card(
                 "results": [
                     {
                         "task": {"type": task or "regression"},
-                        "dataset": {"name": ", ".join(Path(item.path).name for item in validation), "type": "custom"},
+                        "dataset": {"name": ", ".join(item.name for item in validation), "type": "custom"},
                         "metrics": [
                             {"type": key, "name": f"validation {key}", "value": value} for key, value in metrics.items()
                         ],
@@ -83,7 +99,7 @@ def training_card(
         "",
         "| split | file | structures | sha256 |",
         "|---|---|---|---|",
-        *(f"| {item.split} | {Path(item.path).name} | {item.structures} | `{item.sha256[:16]}` |" for item in data),
+        *(f"| {item.split} | {item.name} | {item.structures} | `{item.sha256[:16]}` |" for item in data),
         "",
         "## Validation metrics",
         "",

@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
+    "DatasetSource",
     "EMAConfig",
     "FinetuneConfig",
     "LossConfig",
@@ -57,9 +58,25 @@ class ModelConfig(_Section):
     metadata: dict[str, Any] = Field(default_factory=dict, description="merged over the model's metadata")
 
 
-class DataConfig(_Section):
-    """Structure files (anything ``ase.io.read`` reads, e.g. extxyz) and how their labels are named."""
+class DatasetSource(_Section):
+    """A data set that yields graphs itself (edges included), instead of structure files.
 
+    ``name`` picks one of :data:`zoo.train.data.GRAPH_DATASETS` (e.g. ``nbody``, the N-body trajectories of
+    :class:`zoo.datasets.NBodyDataset`), opened as ``Dataset(root, split, **args)`` for each split.
+    """
+
+    name: str
+    root: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str | None = Field("valid", description="null: no validation set")
+
+
+class DataConfig(_Section):
+    """Structure files (anything ``ase.io.read`` reads, e.g. extxyz) and how their labels are named, or a
+    :class:`DatasetSource` that yields graphs."""
+
+    dataset: DatasetSource | None = None
     train: list[str] = Field(default_factory=list)
     val: list[str] = Field(default_factory=list)
     batch_size: int = Field(8, ge=1, description="global batch size (all processes together)")
@@ -149,6 +166,9 @@ class RunConfig(_Section):
     deterministic: bool = Field(True, description="torch.use_deterministic_algorithms (warn only)")
     monitor: str = Field("loss", description="validation metric that selects 'best' and drives early stopping")
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without improvement; null: off")
+    val_every_epochs: int = Field(
+        1, ge=1, description="validate (and pick 'best') every this many epochs and at the end; patience counts these"
+    )
     log_every_steps: int = Field(10, ge=1)
 
 

@@ -12,9 +12,10 @@ one process (each takes a contiguous slice of every global batch).
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ase
 import ase.io
@@ -26,11 +27,13 @@ from torch_geometric.data import Batch
 from zoo.graph import AtomsGraph, GraphError, batch_graphs, from_ase, radius_graph
 
 __all__ = [
+    "GRAPH_DATASETS",
     "DataError",
     "Structure",
     "batch_indices",
     "collate",
     "load_graphs",
+    "open_graph_dataset",
     "rank_slice",
     "read_structures",
     "validate_structures",
@@ -52,6 +55,37 @@ class Structure:
     @property
     def where(self) -> str:
         return f"{self.source}:{self.index}"
+
+
+def _nbody(root: str, split: str, dtype: torch.dtype, **args: Any) -> Sequence[AtomsGraph]:
+    from zoo.datasets.nbody import NBodyDataset
+
+    return NBodyDataset(root, split, dtype=dtype, **args)
+
+
+#: Data sets a training config can name in ``data.dataset.name``: ``opener(root, split, dtype, **args)``
+#: returns an indexable sequence of graphs with their edges (no neighbour list is built for them).
+GRAPH_DATASETS: dict[str, Callable[..., Sequence[AtomsGraph]]] = {"nbody": _nbody}
+
+
+def open_graph_dataset(
+    name: str, root: str, split: str, *, dtype: torch.dtype, args: dict[str, Any] | None = None
+) -> Sequence[AtomsGraph]:
+    """One split of the data set ``name`` (see :data:`GRAPH_DATASETS`); its ``files`` attribute, where present,
+    lists the files it read.
+
+    Raises:
+        DataError: unknown name, or the data set cannot be opened (missing files, bad arguments); the message
+            says what to change.
+    """
+    if name not in GRAPH_DATASETS:
+        raise DataError(f"data.dataset.name {name!r} is not a graph data set; choose one of {sorted(GRAPH_DATASETS)}")
+    try:
+        return GRAPH_DATASETS[name](root, split, dtype, **(args or {}))
+    except TypeError as exc:
+        raise DataError(f"data.dataset.args do not fit the {name!r} data set: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot open split {split!r} of the {name!r} data set in {root}: {exc}") from None
 
 
 def read_structures(paths: Sequence[str | os.PathLike[str]]) -> list[Structure]:

@@ -23,10 +23,11 @@ from rich.console import Console
 
 from zoo.api import load
 from zoo.checkpoint import save_pretrained
+from zoo.graph import AtomsGraph
 from zoo.registry import create_model, get_architecture
 from zoo.train.card import DataFile, training_card
 from zoo.train.config import TrainConfig
-from zoo.train.data import DataError, load_graphs, read_structures, validate_structures
+from zoo.train.data import DataError, load_graphs, open_graph_dataset, read_structures, validate_structures
 from zoo.train.distributed import setup
 from zoo.train.finetune import freeze, refit_energy_reference, reinitialize
 from zoo.train.progress import Reporter
@@ -83,6 +84,67 @@ def _required_labels(config: TrainConfig) -> list[str]:
     return [target.label or name for name, target in config.loss.targets.items() if target.weight > 0]
 
 
+def _file_graphs(
+    config: TrainConfig, metadata: dict, dtype: torch.dtype
+) -> tuple[list[AtomsGraph], list[AtomsGraph], list[DataFile]]:
+    """Graphs of ``data.train``/``data.val`` structure files (checked first; neighbour lists at the cutoff)."""
+    cutoff = config.data.cutoff or metadata.get("cutoff")
+    if cutoff is None:
+        raise ValueError("the model's metadata has no cutoff; set data.cutoff (Å) in the config")
+    if not config.data.train:
+        raise ValueError("no training data: pass --train FILE (or data.train or data.dataset in the config)")
+    keys = {"energy": config.data.energy_key, "forces": config.data.forces_key, "stress": config.data.stress_key}
+    train_structures = read_structures(config.data.train)
+    val_structures = read_structures(config.data.val)
+    required = _required_labels(config)
+    try:
+        validate_structures(
+            [*train_structures, *val_structures],
+            required=required,
+            keys=keys,
+            elements=metadata.get("elements"),
+        )
+    except DataError as exc:
+        raise DataError(f"the data was checked before training and is not usable: {exc}") from None
+    train_graphs = load_graphs(train_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
+    val_graphs = load_graphs(val_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
+    data = [
+        *(DataFile.describe(p, "train", sum(s.source == p for s in train_structures)) for p in config.data.train),
+        *(DataFile.describe(p, "val", sum(s.source == p for s in val_structures)) for p in config.data.val),
+    ]
+    return train_graphs, val_graphs, data
+
+
+def _dataset_graphs(
+    config: TrainConfig, dtype: torch.dtype
+) -> tuple[list[AtomsGraph], list[AtomsGraph], list[DataFile]]:
+    """Graphs of the ``data.dataset`` splits, which bring their own edges; labels are checked to be present."""
+    source = config.data.dataset
+    assert source is not None
+    if config.data.train or config.data.val:
+        raise ValueError("data.dataset and data.train/data.val (structure files) exclude each other; keep one")
+    splits = {"train": source.train_split, "val": source.val_split}
+    graphs: dict[str, list[AtomsGraph]] = {}
+    data: list[DataFile] = []
+    for role, split in splits.items():
+        if split is None:
+            graphs[role] = []
+            continue
+        dataset = open_graph_dataset(source.name, source.root, split, dtype=dtype, args=source.args)
+        graphs[role] = [dataset[i] for i in range(len(dataset))]
+        missing = [label for label in _required_labels(config) if graphs[role] and label not in graphs[role][0]]
+        if missing:
+            raise DataError(
+                f"split {split!r} of the {source.name!r} data set has no field {missing} that loss.targets uses "
+                f"(its graphs have {sorted(graphs[role][0].keys())}); set loss.targets.<name>.label"
+            )
+        files = getattr(dataset, "files", [])
+        data.append(DataFile.describe_files(f"{source.name}:{split}", source.root, files, role, len(dataset)))
+    if not graphs["train"]:
+        raise DataError(f"split {source.train_split!r} of the {source.name!r} data set in {source.root} is empty")
+    return graphs["train"], graphs["val"], data
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -129,29 +191,15 @@ def run_training(
     dtype = _DTYPES[run.dtype]
     model = _build_model(config, base, dtype)
     metadata = getattr(model, "metadata", {})
-    cutoff = config.data.cutoff or metadata.get("cutoff")
-    if cutoff is None:
-        raise ValueError("the model's metadata has no cutoff; set data.cutoff (Å) in the config")
-    if not config.data.train:
-        raise ValueError("no training data: pass --train FILE (or data.train in the config)")
-
-    keys = {"energy": config.data.energy_key, "forces": config.data.forces_key, "stress": config.data.stress_key}
-    train_structures = read_structures(config.data.train)
-    val_structures = read_structures(config.data.val)
-    required = _required_labels(config)
-    try:
-        validate_structures(
-            [*train_structures, *val_structures],
-            required=required,
-            keys=keys,
-            elements=metadata.get("elements"),
-        )
-    except DataError as exc:
-        raise DataError(f"the data was checked before training and is not usable: {exc}") from None
-    train_graphs = load_graphs(train_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
-    val_graphs = load_graphs(val_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
+    if config.data.dataset is not None:
+        train_graphs, val_graphs, data = _dataset_graphs(config, dtype)
+        source = config.data.dataset
+        where = f"the {source.name!r} data set in {source.root}"
+    else:
+        train_graphs, val_graphs, data = _file_graphs(config, metadata, dtype)
+        where = f"cutoff {config.data.cutoff or metadata.get('cutoff')} Å"
     reporter.message(
-        f"data: {len(train_graphs)} training and {len(val_graphs)} validation structures, cutoff {cutoff} Å, "
+        f"data: {len(train_graphs)} training and {len(val_graphs)} validation structures, {where}, "
         f"{dist.world_size} process(es) on {dist.device}"
     )
 
@@ -187,10 +235,6 @@ def run_training(
         export = trainer.eval_model
         architecture = model.zoo_config["architecture"]
         base_card = getattr(model, "card", None)
-        data = [
-            *(DataFile.describe(p, "train", sum(s.source == p for s in train_structures)) for p in config.data.train),
-            *(DataFile.describe(p, "val", sum(s.source == p for s in val_structures)) for p in config.data.val),
-        ]
         card = training_card(
             architecture=architecture,
             task=metadata.get("task", get_architecture(architecture).task),

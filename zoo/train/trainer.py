@@ -392,7 +392,17 @@ class Trainer:
         return metrics[name]
 
     def _end_epoch(self) -> bool:
-        """Validate, log, checkpoint; returns True when early stopping ends the run."""
+        """Validate, log, checkpoint; returns True when early stopping ends the run.
+
+        Between validation epochs (``train.val_every_epochs`` > 1) only the epoch counter moves on.
+        """
+        run = self.config.train
+        final = self.epoch + 1 >= run.epochs or self.step >= self.total_steps
+        if (self.epoch + 1) % run.val_every_epochs and not final:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self.epoch_loss, self.epoch_steps = 0.0, 0
+            return False
         summed = all_reduce_sum(torch.tensor([self.epoch_loss], dtype=torch.float64))
         train_loss = float(summed[0]) / max(self.epoch_steps, 1)
         metrics = self.evaluate() if self.val_graphs else {"loss": train_loss}
