@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
+import json
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from zoo.datasets.md17 import MDTrajectoryDataset
 from zoo.datasets.processed import MissingRawFilesError
 from zoo.datasets.registry import (
     _REGISTRY,
+    MD5_RECORD,
     DatasetEntry,
     RemoteFile,
     get_dataset_entry,
@@ -156,3 +159,62 @@ def test_registry_entries() -> None:
         get_dataset_entry("qm8")
     with pytest.raises(ValueError, match="registered already"):
         register_dataset(get_dataset_entry("qm9"))
+
+
+def test_unpinned_download_is_recorded_and_a_changed_file_refused(
+    tmp_path: Path, served: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, directory = served
+    np.savez(directory / "toy.npz", R=np.zeros((2, 3, 3)), z=np.ones(3, int), E=np.zeros(2), F=np.zeros((2, 3, 3)))
+    entry = DatasetEntry(
+        name="toy-unpinned",
+        description="test entry",
+        raw_files=("toy.npz",),
+        remote=(RemoteFile(f"{url}/toy.npz", "toy.npz"),),
+        opener=lambda root, **kwargs: MDTrajectoryDataset(Path(root) / "raw" / "toy.npz", **kwargs),
+    )
+    monkeypatch.setitem(_REGISTRY, "toy-unpinned", entry)
+    root = tmp_path / "root"
+    with caplog.at_level("WARNING", logger="zoo.datasets.registry"):
+        assert len(load("toy-unpinned", root)) == 2
+    first = hashlib.md5((directory / "toy.npz").read_bytes()).hexdigest()
+    assert json.loads((root / "raw" / MD5_RECORD).read_text()) == {f"{url}/toy.npz": first}
+    assert "not pinned upstream" in caplog.text and first in caplog.text
+
+    (root / "raw" / "toy.npz").unlink()  # lost locally; upstream meanwhile changed the file
+    np.savez(directory / "toy.npz", R=np.ones((2, 3, 3)), z=np.ones(3, int), E=np.zeros(2), F=np.zeros((2, 3, 3)))
+    with pytest.raises(MissingRawFilesError, match=f"recorded at its first download \\(in .*md5.json\\) is {first}"):
+        load("toy-unpinned", root)
+    assert not (root / "raw" / "toy.npz").exists()  # the refused download is not left behind
+
+
+def test_modelnet40_entry_downloads_the_hdf5_release(
+    tmp_path: Path, served: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h5py = pytest.importorskip("h5py")
+    url, directory = served
+    entry = get_dataset_entry("modelnet40")
+    release = tmp_path / "release"
+    (release / "modelnet40_ply_hdf5_2048").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    counts = {"train": [3, 2, 2, 1, 2], "test": [2, 1]}
+    for split, sizes in counts.items():
+        for index, size in enumerate(sizes):  # the PointNet layout: data [S, 2048, 3] float32, label [S, 1] uint8
+            with h5py.File(release / "modelnet40_ply_hdf5_2048" / f"ply_data_{split}{index}.h5", "w") as handle:
+                handle["data"] = rng.normal(size=(size, 2048, 3)).astype(np.float32)
+                handle["label"] = rng.integers(0, 40, size=(size, 1)).astype(np.uint8)
+                handle["normal"] = rng.normal(size=(size, 2048, 3)).astype(np.float32)
+    (release / "modelnet40_ply_hdf5_2048" / "shape_names.txt").write_text("\n".join(f"class{i}" for i in range(40)))
+    archive = directory / "modelnet40_ply_hdf5_2048.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(release.rglob("*")):
+            bundle.write(path, path.relative_to(release).as_posix())
+    (remote,) = entry.remote
+    local = dataclasses.replace(entry, remote=(dataclasses.replace(remote, url=f"{url}/{archive.name}"),))
+    monkeypatch.setitem(_REGISTRY, "modelnet40", local)
+    root = tmp_path / "root"
+    train = load("modelnet40", root, split="train")
+    test = load("modelnet40", root, split="test", download=False)
+    assert (len(train), len(test)) == (10, 3)
+    assert train.classes[:2] == ["class0", "class1"] and train[0].pos.shape == (2048, 3)
+    assert not (root / "raw" / archive.name).exists()  # the archive is removed once its members are extracted

@@ -2,7 +2,8 @@
 
 Each entry lists its remote files (URL, optional md5, and for archives the members that go to ``root/raw``).
 :func:`load` opens the dataset if its raw files are in ``root/raw``; otherwise, with ``download=True`` and a
-network, it fetches them (atomic, resumable, HTML error pages refused; md5 checked where pinned) and extracts
+network, it fetches them (atomic, resumable, HTML error pages refused; md5 checked where pinned, otherwise recorded
+at the first download and checked on later ones) and extracts
 the archives. Offline (``ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``, or no network) it raises a
 :class:`~zoo.datasets.MissingRawFilesError` that says which file to place where and where to get it.
 """
@@ -10,6 +11,8 @@ the archives. Offline (``ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``, or no network)
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import shutil
 import tarfile
@@ -20,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from zoo.datasets.md17 import MDTrajectoryDataset
+from zoo.datasets.point_clouds import ModelNet40
 from zoo.datasets.processed import MissingRawFilesError
 from zoo.datasets.qm9 import QM9, QM9_URL, UNCHARACTERIZED_URL
 
 __all__ = ["DatasetEntry", "RemoteFile", "get_dataset_entry", "list_datasets", "load", "register_dataset"]
 
 PathLike = str | os.PathLike[str]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,13 +129,45 @@ def _fetch(entry: DatasetEntry, raw_dir: Path, missing: list[str]) -> None:
             download_url(remote.url, archive)
         except DownloadError as error:
             raise _missing_error(entry, raw_dir, missing, str(error)) from error
-        if remote.md5 is not None and _md5(archive) != remote.md5:
-            archive.unlink()
-            raise _missing_error(entry, raw_dir, missing, f"{remote.url} did not match md5 {remote.md5}")
+        _check_md5(entry, raw_dir, missing, remote, archive)
         for member, target in remote.members.items():
             _extract(archive, member, raw_dir / target)
         if remote.members:
             archive.unlink()
+
+
+MD5_RECORD = "md5.json"
+
+
+def _check_md5(entry: DatasetEntry, raw_dir: Path, missing: list[str], remote: RemoteFile, archive: Path) -> None:
+    """Check a download against its pinned md5, or else against the md5 recorded at its first download.
+
+    Upstream servers publish no checksums for most of these files, so an unpinned file is trusted on first use:
+    its md5 is recorded in ``raw/md5.json`` (and logged), and a later download of the same URL that differs is
+    refused, so a changed or corrupted upstream file is noticed instead of silently mixed into a data set.
+    """
+    record_path = raw_dir / MD5_RECORD
+    records = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    digest = _md5(archive)
+    expected = remote.md5 or records.get(remote.url)
+    if expected is not None and digest != expected:
+        archive.unlink()
+        origin = "its pinned md5" if remote.md5 else f"the md5 recorded at its first download (in {record_path})"
+        raise _missing_error(
+            entry,
+            raw_dir,
+            missing,
+            f"{remote.url} has md5 {digest} but {origin} is {expected}; if upstream changed the file on purpose, "
+            "delete that record and load again",
+        )
+    if remote.md5 is None and remote.url not in records:
+        records[remote.url] = digest
+        staging = record_path.with_suffix(".tmp")
+        staging.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        os.replace(staging, record_path)
+        logger.warning(
+            "%s: %s is not pinned upstream; md5 %s recorded in %s", entry.name, remote.url, digest, record_path
+        )
 
 
 def _extract(archive: Path, member: str, target: Path) -> None:
@@ -236,6 +273,29 @@ for _molecule in _RMD17:
             citation="Christensen and von Lilienfeld, Mach. Learn.: Sci. Technol. 1, 045018 (2020)",
         )
     )
+_MODELNET40_URL = "https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip"
+_MODELNET40_FILES = (
+    *(f"ply_data_train{i}.h5" for i in range(5)),
+    *(f"ply_data_test{i}.h5" for i in range(2)),
+    "shape_names.txt",
+)
+register_dataset(
+    DatasetEntry(
+        name="modelnet40",
+        description="ModelNet40 point clouds: 12,311 CAD shapes in 40 classes, 2,048 points each (PointNet HDF5)",
+        raw_files=tuple(f"modelnet40_ply_hdf5_2048/{name}" for name in _MODELNET40_FILES),
+        remote=(
+            RemoteFile(
+                _MODELNET40_URL,
+                "modelnet40_ply_hdf5_2048.zip",
+                members={f"modelnet40_ply_hdf5_2048/{n}": f"modelnet40_ply_hdf5_2048/{n}" for n in _MODELNET40_FILES},
+            ),
+        ),
+        opener=lambda root, **kwargs: ModelNet40(Path(root) / "raw", **kwargs),
+        citation="Wu et al., CVPR 2015 (ModelNet); Qi et al., CVPR 2017 (PointNet HDF5 release)",
+    )
+)
+
 for _molecule in _MD22:
     _file = f"md22_{_molecule}.npz"
     register_dataset(
