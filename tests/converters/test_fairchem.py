@@ -1,8 +1,9 @@
 """fairchem 1.x checkpoints -> zoo: golden parity with fairchem-core 1.10.0, both layouts, EMA, key handling.
 
-The fixtures come from scripts/golden/make_fairchem_golden.py (fairchem in its own venv): checkpoints in
-fairchem's format and fairchem's denormalised outputs in float64 for a Cu(111)+O slab and a molecule, with
-the edges and fairchem's random edge-frame draws recorded.
+The fixtures come from scripts/golden/make_fairchem_golden.py and make_fairchem_omat_golden.py (fairchem in
+its own venv): checkpoints in fairchem's format and fairchem's denormalised outputs in float64 for a
+Cu(111)+O slab and a molecule (OMat24-style models with a stress head: two bulk crystals), with the edges
+and fairchem's random edge-frame draws recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 import zoo
 from zoo.converters import convert, get_converter
 from zoo.converters.fairchem import ConversionError, convert_state_dict, load_checkpoint
+from zoo.hub import DownloadError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fairchem"
 PARITY = 1e-6  # max |zoo - fairchem| / max |fairchem|, float64, same frame draws
@@ -140,3 +142,100 @@ def test_converted_model_round_trips(tmp_path, converted):
     out = reloaded(graph)
     assert torch.equal(out["energy"], expected["energy"])
     assert torch.equal(out["forces"], expected["forces"])
+
+
+# ------------------------------------------------------------------------------- OMat24: the stress head
+OMAT_CASES = ["eqv2_tiny_omat", "eqv2_tiny_omat_variant"]
+
+
+@pytest.mark.parametrize("structure", ["copper", "salt"])
+@pytest.mark.parametrize("case", OMAT_CASES)
+def test_omat_parity_with_fairchem(case, structure):
+    """Energy, direct forces and the rank-2 stress of a hydra model, as fairchem's trainer recombines it.
+
+    Measured (float64, same frame draws): energy 1e-12, forces 8e-8, stress 2.3e-8 relative.
+    """
+    model = convert("fairchem", FIXTURES / f"{case}.pt").double()
+    tensors = load_file(FIXTURES / f"{case}.safetensors")
+    graph = golden_graph(tensors, structure)
+    out = model(graph, perpendicular=tensors[f"{structure}.perpendicular"])
+    for key in ("energy", "forces", "stress"):
+        assert relative(out[key], tensors[f"{structure}.{key}"]) <= PARITY, key
+    assert torch.equal(out["stress"], out["stress"].transpose(1, 2))
+    deterministic = model(graph)
+    assert relative(deterministic["stress"], tensors[f"{structure}.stress"]) <= 1e-6
+
+
+def test_omat_configuration_and_weights_carried():
+    checkpoint = load_checkpoint(FIXTURES / "eqv2_tiny_omat.pt")
+    model = convert("fairchem", FIXTURES / "eqv2_tiny_omat.pt")
+    head = model.stress_head
+    assert head.use_source_target_embedding and not head.edge_level_mlp and not head.extensive
+    assert (head.isotropic_mean, head.isotropic_std) == pytest.approx((-0.0125, 0.0625), rel=1e-7)
+    assert (head.anisotropic_mean, head.anisotropic_std) == (0.00390625, 0.03125)  # exact in float32
+    assert model.energy_mean == 0.0 and model.energy_std == 1.0  # OMat fits no energy normaliser
+    assert model.metadata["stress"] == "direct" and model.metadata["units"]["stress"] == "eV/A^3"
+    assert model.metadata["strict_max_neighbors"] is False
+    state = checkpoint["state_dict"]
+    for name, param in head.named_parameters():
+        assert torch.equal(param.detach(), state[f"module.output_heads.stress.{name}"]), name
+    variant = convert("fairchem", FIXTURES / "eqv2_tiny_omat_variant.pt").stress_head
+    assert variant.edge_level_mlp and variant.extensive and variant.avg_num_nodes == 7.5
+    assert len(variant.block["scalar_MLP"]) == 5  # three linear layers
+
+
+def test_omat_ema_pairs_the_stress_head_too():
+    checkpoint = load_checkpoint(FIXTURES / "eqv2_tiny_omat.pt")
+    model = convert("fairchem", FIXTURES / "eqv2_tiny_omat.pt", use_ema=True)
+    shadows = checkpoint["ema"]["shadow_params"]
+    last = dict(model.named_parameters())["stress_head.block.irrep2_MLP.2.bias"]
+    assert torch.equal(last.detach(), shadows[-1])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"decompose": False}, "decompose"),
+        ({"module": "fairchem.core.models.equiformer_v2.equiformer_v2_dens.DeNSRank2Head"}, "DeNSRank2Head"),
+        ({"output_name": "dielectric"}, "output_name"),
+    ],
+)
+def test_unsupported_stress_heads(tmp_path, change, message):
+    checkpoint = load_checkpoint(FIXTURES / "eqv2_tiny_omat.pt")
+    model_config = checkpoint["config"]["model"]
+    heads = {**model_config["heads"], "stress": {**model_config["heads"]["stress"], **change}}
+    torch.save(dict(checkpoint, config={"model": {**model_config, "heads": heads}}), tmp_path / "bad.pt")
+    with pytest.raises(ConversionError, match=message):
+        convert("fairchem", tmp_path / "bad.pt")
+
+
+# -------------------------------------------------------------------------- OMat24 cards: a gated Hub repo
+@pytest.fixture
+def no_login(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.utils._auth.get_token", lambda: None, raising=False)
+
+
+@pytest.mark.parametrize("token", [None, "hf_not_granted"], ids=["401-no-token", "403-not-granted"])
+def test_omat_card_gated_repo_says_how_to_get_access(hub, cache, no_login, token):
+    """The OMat24 cards point at the gated repo facebook/OMAT24: both Hub answers (401 without a token, 403
+    for an account without access) name the repo as gated, the page to request access and HF_TOKEN."""
+    hub.add_repo("facebook/OMAT24", {"eqV2_31M_omat.pt": b"weights"}, gated=True, granted_tokens={"hf_granted"})
+    with pytest.raises(DownloadError) as excinfo:
+        zoo.load("equiformer-v2-31m-omat24-s2efs", token=token if token else False)
+    message = str(excinfo.value)
+    assert "facebook/OMAT24 is gated" in message
+    assert "https://huggingface.co/facebook/OMAT24" in message and "HF_TOKEN" in message
+
+
+def test_omat_card_loads_with_access(hub, cache, no_login):
+    """With a granted token: Hub file -> fairchem converter -> model with energy, forces and stress."""
+    checkpoint = FIXTURES / "eqv2_tiny_omat.pt"
+    hub.add_repo(
+        "facebook/OMAT24", {"eqV2_31M_omat.pt": checkpoint.read_bytes()}, gated=True, granted_tokens={"hf_granted"}
+    )
+    model = zoo.load("eqv2-31m-omat", token="hf_granted").double()
+    tensors = load_file(FIXTURES / "eqv2_tiny_omat.safetensors")
+    out = model(golden_graph(tensors, "salt"), perpendicular=tensors["salt.perpendicular"])
+    assert relative(out["stress"], tensors["salt.stress"]) <= PARITY
+    assert model.metadata["stress"] == "direct" and model.metadata["strict_max_neighbors"] is False

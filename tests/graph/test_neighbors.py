@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import ase
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
+from safetensors.torch import load_file
 
 from zoo.graph import (
     AtomsGraph,
@@ -242,6 +244,40 @@ def test_max_neighbors_tie_break_source_then_shift() -> None:
     # Equal distances: smaller source index first, then the lexicographically smaller shift.
     assert neighbours_of_0(3) == [(0, (0, -1, 0)), (0, (0, 0, -1)), (0, (0, 0, 1))]
     assert neighbours_of_0(5) == [(0, (0, -1, 0)), (0, (0, 0, -1)), (0, (0, 0, 1)), (0, (0, 1, 0)), (1, (-1, 0, 0))]
+
+
+def test_non_strict_max_neighbors_matches_fairchem() -> None:
+    """fairchem's ``enforce_max_neighbors_strictly=False`` (OC22, OMat24): same edges as fairchem 1.10's
+    ``radius_graph_pbc`` (tests/fixtures/fairchem/neighbors_oc22.safetensors, from
+    scripts/golden/make_fairchem_omat_golden.py) for crystals with ties at the 20th neighbour and a
+    structure whose shells are split by less than the 0.01 Å² tolerance; strict mode keeps exactly 20."""
+    tensors = load_file(Path(__file__).resolve().parents[1] / "fixtures" / "fairchem" / "neighbors_oc22.safetensors")
+    for structure in ("copper", "salt", "slab", "near_tie"):
+        pos, cell, pbc = (tensors[f"{structure}.{key}"] for key in ("pos", "cell", "pbc"))
+        edge_index, edge_shift = neighbor_list(pos, cell, pbc, 6.0, max_neighbors=20, strict_max_neighbors=False)
+        ours = set(zip(*edge_index.tolist(), map(tuple, edge_shift.tolist()), strict=True))
+        expected = tensors[f"{structure}.edge_index"], tensors[f"{structure}.edge_shift"]
+        theirs = set(zip(*expected[0].tolist(), map(tuple, expected[1].tolist()), strict=True))
+        assert ours == theirs, structure
+        strict, _ = neighbor_list(pos, cell, pbc, 6.0, max_neighbors=20)
+        assert torch.equal(torch.bincount(strict[1], minlength=pos.shape[0]), tensors[f"{structure}.strict_counts"])
+
+
+def test_non_strict_max_neighbors_keeps_shells_whole() -> None:
+    # fcc Cu: shells of 12, 6 and 24 neighbours. Non-strict keeps every neighbour within 0.01 Å² (squared
+    # distances) of the (k+1)-th nearest, so whole shells; atoms with at most k neighbours keep all of them.
+    atoms = bulk("Cu", "fcc", a=3.6)
+    pos, cell = torch.tensor(atoms.positions), torch.tensor(atoms.cell.array)
+    pbc = torch.ones(3, dtype=torch.bool)
+
+    def count(k: int, cutoff: float = 6.0) -> int:
+        edge_index, _ = neighbor_list(pos, cell, pbc, cutoff, max_neighbors=k, strict_max_neighbors=False)
+        return edge_index.shape[1]
+
+    assert [count(k) for k in (5, 11, 12, 17, 18, 19)] == [12, 12, 18, 18, 42, 42]
+    assert count(20, cutoff=4.0) == 18  # 18 neighbours within 4 Å: fewer than k + 1, all kept
+    graph = radius_graph(from_ase(atoms), 6.0, max_neighbors=12, strict_max_neighbors=False)
+    assert graph.edge_index.shape[1] == 18
 
 
 def test_100k_atoms_linear_memory() -> None:

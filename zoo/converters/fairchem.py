@@ -5,17 +5,19 @@ A fairchem checkpoint is a pickle ``{"state_dict", "config", "normalizers", "ema
 
 1. reads the model configuration from ``config`` — legacy ``{"model": name, "model_attributes": {...}}``,
    ``{"model": {"name": ..., ...}}``, or the backbone + heads ("hydra") layout
-   ``{"model": {"name": "hydra", "backbone": {...}, "heads": {...}}}`` — and maps it to zoo's constructor
-   arguments (:func:`model_args`; eSCN attributes the configuration leaves out take fairchem's defaults),
-   refusing options zoo does not implement;
+   ``{"model": {"name": "hydra", "backbone": {...}, "heads": {...}}}``, whose heads may include the OMat24
+   ``rank2_symmetric_head`` stress head — and maps it to zoo's constructor arguments (:func:`model_args`;
+   eSCN attributes the configuration leaves out take fairchem's defaults), refusing options zoo does not
+   implement;
 2. takes the plain ``state_dict`` weights, as fairchem's ASE calculator predicts with them, or with
    ``use_ema=True`` the EMA shadow parameters (paired with the trainable parameters in registration order);
 3. remaps keys (:func:`convert_state_dict`): strips zero to two ``module.`` prefixes, moves the hydra
    ``backbone.`` / ``output_heads.<name>.`` entries to the monolithic names, and drops derived constants
    (Wigner index maps, S2 grids, index buffers) that zoo rebuilds;
-4. carries the normaliser (``out * std + mean``) and the energy references (OC22 linear references, scaled
-   by the energy std as fairchem applies them before denormalising; OMat element references) into the
-   model, so its outputs are in eV and eV/Å;
+4. carries the normalisers (``out * std + mean``; for the stress, those of its isotropic and anisotropic
+   parts, recombined after denormalising as fairchem's trainer does) and the energy references (OC22 linear
+   references, scaled by the energy std as fairchem applies them before denormalising; OMat element
+   references) into the model, so its outputs are in eV, eV/Å and eV/Å³;
 5. loads with ``strict=True``.
 
 Example:
@@ -76,6 +78,7 @@ _EQV2_ARGS = (
     "avg_num_nodes",
     "avg_degree",
     "regress_forces",
+    "enforce_max_neighbors_strictly",
 )
 # fairchem's eSCN constructor defaults (zoo's ESCN defaults are the published OC20 settings instead).
 _ESCN_DEFAULTS = {
@@ -98,7 +101,10 @@ _FAMILIES = {
     "escn": "escn",
     "escn_backbone": "escn",
 }
-_HEADS = {"energy": "energy_block", "forces": "force_block"}
+# Hydra head name -> where its parameters live in zoo's model (``output_heads.<name>.<rest>`` -> ``<prefix><rest>``).
+_HEADS = {"energy": "", "forces": "", "stress": "stress_head."}
+_STRESS_MODULE = "rank2_symmetric_head"
+_STRESS_ARGS = ("use_source_target_embedding", "edge_level_mlp", "num_mlp_layers", "extensive", "avg_num_nodes")
 
 
 class ConversionError(ValueError):
@@ -118,9 +124,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool]:
-    """``(family, fairchem model attributes, hydra layout?)`` from a checkpoint's ``config``."""
+def _stress_head(head: Mapping[str, Any]) -> dict[str, Any]:
+    """zoo :class:`~zoo.nn.rank2.Rank2SymmetricHead` arguments from fairchem's stress head configuration."""
+    if head.get("module") != _STRESS_MODULE:
+        raise ConversionError(
+            f"config.model.heads.stress.module={head.get('module')!r}: zoo converts only {_STRESS_MODULE!r}"
+        )
+    if not head.get("decompose", False):
+        raise ConversionError("config.model.heads.stress.decompose=False: zoo converts only decompose=True")
+    if head.get("output_name", "stress") != "stress":
+        raise ConversionError(f"config.model.heads.stress.output_name={head['output_name']!r}: only 'stress'")
+    return {key: head[key] for key in _STRESS_ARGS if key in head}
+
+
+def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool, dict[str, Any] | None]:
+    """``(family, fairchem model attributes, hydra layout?, stress head arguments)`` from a checkpoint's
+    ``config``."""
     model = config.get("model")
+    stress = None
     if isinstance(model, str):
         name, attributes, hydra = model, dict(config.get("model_attributes") or {}), False
     elif isinstance(model, Mapping) and model.get("name") == "hydra":
@@ -129,10 +150,14 @@ def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool]
         heads = model.get("heads") or {}
         unknown = sorted(set(heads) - set(_HEADS))
         if unknown:
-            raise ConversionError(f"config.model.heads: zoo converts the energy and forces heads, not {unknown}")
+            raise ConversionError(
+                f"config.model.heads: zoo converts the energy, forces and stress heads, not {unknown}"
+            )
         reduce = (heads.get("energy") or {}).get("reduce", "sum")
         if reduce != "sum":
             raise ConversionError(f"config.model.heads.energy.reduce={reduce!r}: zoo converts only 'sum'")
+        if "stress" in heads:
+            stress = _stress_head(heads["stress"] or {})
     elif isinstance(model, Mapping):
         attributes = dict(model)
         name, hydra = attributes.pop("name", None), False
@@ -140,7 +165,9 @@ def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool]
         raise ConversionError(f"config.model must be a name or a mapping, got {type(model).__name__}")
     if name not in _FAMILIES:
         raise ConversionError(f"config.model: {name!r} is not an eSCN or EquiformerV2 model ({sorted(_FAMILIES)})")
-    return _FAMILIES[name], attributes, hydra
+    if stress is not None and _FAMILIES[name] != "equiformer_v2":
+        raise ConversionError(f"config.model.heads.stress: zoo converts a stress head on EquiformerV2 only, not {name}")
+    return _FAMILIES[name], attributes, hydra, stress
 
 
 def model_args(family: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,8 +208,8 @@ def _monolithic_name(key: str) -> str:
     if match:
         head, rest = match.groups()
         if head not in _HEADS:
-            raise ConversionError(f"state_dict key {key!r}: head {head!r} is not supported (energy, forces)")
-        return rest
+            raise ConversionError(f"state_dict key {key!r}: head {head!r} is not supported ({', '.join(_HEADS)})")
+        return _HEADS[head] + rest
     return key
 
 
@@ -279,11 +306,22 @@ def convert_fairchem(
         weights loaded ``strict=True`` and ``metadata["source"]`` describing the conversion.
     """
     checkpoint = load_checkpoint(path)
-    family, attributes, hydra = _model_config(checkpoint["config"])
+    family, attributes, hydra, stress = _model_config(checkpoint["config"])
     args = model_args(family, attributes)
-    energy_mean, energy_std = _normaliser(checkpoint.get("normalizers") or {}, "energy", "target")
-    forces_mean, forces_std = _normaliser(checkpoint.get("normalizers") or {}, "forces", "grad_target")
+    normalizers = checkpoint.get("normalizers") or {}
+    energy_mean, energy_std = _normaliser(normalizers, "energy", "target")
+    forces_mean, forces_std = _normaliser(normalizers, "forces", "grad_target")
     args.update(energy_mean=energy_mean, energy_std=energy_std, forces_mean=forces_mean, forces_std=forces_std)
+    if stress is not None:
+        isotropic_mean, isotropic_std = _normaliser(normalizers, "stress_isotropic", "stress_isotropic")
+        anisotropic_mean, anisotropic_std = _normaliser(normalizers, "stress_anisotropic", "stress_anisotropic")
+        args["stress_head"] = dict(
+            stress,
+            isotropic_mean=isotropic_mean,
+            isotropic_std=isotropic_std,
+            anisotropic_mean=anisotropic_mean,
+            anisotropic_std=anisotropic_std,
+        )
     state = _ema_state_dict(checkpoint) if use_ema else dict(checkpoint["state_dict"])
     lin_ref = attributes.get("use_energy_lin_ref", False) if use_energy_lin_ref is None else use_energy_lin_ref
     size = int(args.get("max_num_elements", 90))

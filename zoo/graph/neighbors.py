@@ -34,6 +34,8 @@ __all__ = ["edge_vectors", "neighbor_list", "radius_graph"]
 OVERLAP_DISTANCE = 1e-6
 # max_neighbors ranks distances rounded to this resolution (in the unit of ``pos``), so ties are exact.
 DISTANCE_RESOLUTION = 1e-8
+# Non-strict max_neighbors (fairchem's ``enforce_max_neighbors_strictly=False``): slack on squared distances, Å².
+DEGENERACY_TOLERANCE = 0.01
 _INT64_SAFE = 2**62
 
 
@@ -44,6 +46,7 @@ def neighbor_list(
     cutoff: float,
     *,
     max_neighbors: int | None = None,
+    strict_max_neighbors: bool = True,
     batch: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """All pairs of atoms closer than ``cutoff``, periodic images included, for one graph or a batch.
@@ -68,6 +71,12 @@ def neighbor_list(
             lexicographically), smallest first. The rounding makes distances that differ only by round-off
             (equivalent neighbours on a lattice) exact ties, broken the same way on every backend. The result
             is no longer symmetric: ``j`` may be kept as a neighbour of ``i`` but ``i`` not as one of ``j``.
+        strict_max_neighbors: ``True`` keeps exactly ``max_neighbors`` (ties broken as above). ``False`` is
+            fairchem's ``enforce_max_neighbors_strictly=False`` (the OC22 and OMat24 models): a target with more
+            than ``max_neighbors`` sources keeps every source with
+            :math:`r^2 \\le r_{(k+1)}^2 + 0.01` Å², :math:`r_{(k+1)}` the distance of its
+            (``max_neighbors`` + 1)-th nearest source, so equidistant neighbours (shells of a crystal) are
+            kept or dropped together and the count may exceed ``max_neighbors``.
         batch: ``[N]`` long graph index of each atom (``graph.batch``); ``None`` means all atoms in graph 0.
 
     Returns:
@@ -130,16 +139,18 @@ def neighbor_list(
 
     _check_overlaps(target, source, distance, batch)
     if max_neighbors is not None:
-        keep = _nearest(target, source, shift, distance, max_neighbors, num_atoms)
+        keep = _nearest(target, source, shift, distance, max_neighbors, num_atoms, strict_max_neighbors)
         target, source, shift = target[keep], source[keep], shift[keep]
     sort = _lexsort([(target, num_atoms), (source, num_atoms), *_shift_keys(shift)])
     edge_index = torch.stack([source[sort], target[sort]])
     return edge_index, shift[sort]
 
 
-def radius_graph(graph: Data, cutoff: float, *, max_neighbors: int | None = None) -> AtomsGraph:
+def radius_graph(
+    graph: Data, cutoff: float, *, max_neighbors: int | None = None, strict_max_neighbors: bool = True
+) -> AtomsGraph:
     """A shallow copy of ``graph`` (single or batched) with ``edge_index`` and ``edge_shift`` from
-    :func:`neighbor_list` at radius ``cutoff`` (Å).
+    :func:`neighbor_list` at radius ``cutoff`` (Å), ``max_neighbors`` and ``strict_max_neighbors``.
 
     For a batch made by :func:`zoo.graph.batch_graphs` the bookkeeping of PyG is updated too, so
     :func:`zoo.graph.unbatch_graphs` returns each graph with its own edges. ``graph`` itself is not modified.
@@ -148,7 +159,13 @@ def radius_graph(graph: Data, cutoff: float, *, max_neighbors: int | None = None
         GraphError: as :func:`neighbor_list`.
     """
     edge_index, edge_shift = neighbor_list(
-        graph.pos, graph.cell, graph.pbc, cutoff, max_neighbors=max_neighbors, batch=graph.batch
+        graph.pos,
+        graph.cell,
+        graph.pbc,
+        cutoff,
+        max_neighbors=max_neighbors,
+        strict_max_neighbors=strict_max_neighbors,
+        batch=graph.batch,
     )
     out = copy.copy(graph)
     out.edge_index = edge_index
@@ -344,10 +361,16 @@ def _lexsort(keys: Sequence[tuple[Tensor, int]]) -> Tensor:
 
 
 def _nearest(
-    target: Tensor, source: Tensor, shift: Tensor, distance: Tensor, max_neighbors: int, num_atoms: int
+    target: Tensor,
+    source: Tensor,
+    shift: Tensor,
+    distance: Tensor,
+    max_neighbors: int,
+    num_atoms: int,
+    strict: bool = True,
 ) -> Tensor:
     """Indices of the edges kept: per target, the ``max_neighbors`` smallest by (rounded distance, source,
-    shift)."""
+    shift); not ``strict``, those within :data:`DEGENERACY_TOLERANCE` (on squared distances) of the next one."""
     distance_key = torch.round(distance / DISTANCE_RESOLUTION).long()
     radix = int(distance_key.max()) + 1 if distance_key.numel() else 1
     order = _lexsort([(target, num_atoms), (distance_key, radix), (source, num_atoms), *_shift_keys(shift)])
@@ -355,4 +378,10 @@ def _nearest(
     per_target = torch.bincount(sorted_target, minlength=num_atoms)
     first = torch.cumsum(per_target, 0) - per_target
     rank = torch.arange(order.numel(), device=order.device) - first[sorted_target]
-    return order[rank < max_neighbors]
+    if strict:
+        return order[rank < max_neighbors]
+    # [N]: squared distance of each target's (max_neighbors + 1)-th nearest source, inf if it has no more.
+    bound = torch.full((num_atoms,), math.inf, dtype=distance.dtype, device=distance.device)
+    next_one = rank == max_neighbors
+    bound[sorted_target[next_one]] = distance[order[next_one]].pow(2)
+    return order[distance[order].pow(2) <= bound[sorted_target] + DEGENERACY_TOLERANCE]

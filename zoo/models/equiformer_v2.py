@@ -25,7 +25,8 @@ frame), :math:`s_{ij}` extra :math:`m = 0` outputs of :math:`\mathrm{SO2}_1` (on
 
 with :math:`\bar n = 77.81317`, :math:`\bar d = 23.395` (IS2RE statistics fixed upstream), the
 normaliser :math:`(\mu, \sigma)` of the checkpoint and per-element references :math:`e_z` (OC22 linear
-references, OMat element references).
+references, OMat element references). With ``stress_head`` (the OMat24 checkpoints) a third head,
+:class:`~zoo.nn.rank2.Rank2SymmetricHead`, predicts the stress directly from the same features.
 
 The edge frames' roll about each edge is a free choice (``edge_frame``): fairchem draws it at random at every
 call; zoo uses a deterministic choice by default. The S2 activations are only approximately invariant to it,
@@ -49,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -72,6 +74,7 @@ from zoo.nn import (
     equivariant_norm,
     segment_softmax,
 )
+from zoo.nn.rank2 import Rank2SymmetricHead
 from zoo.registry import register_model
 
 __all__ = [
@@ -293,14 +296,18 @@ class TransBlockV2(nn.Module):
 
 
 class EquiformerV2(nn.Module):
-    r"""EquiformerV2 interatomic potential with direct energy and force heads.
+    r"""EquiformerV2 interatomic potential with direct energy, force and (optionally) stress heads.
 
     Reads ``pos``, ``z``, ``edge_index``, ``edge_shift`` and ``cell`` (build the edges with
-    ``zoo.graph.radius_graph(graph, model.metadata["cutoff"], max_neighbors=model.metadata["max_neighbors"])``).
-    Returns ``{"energy": [B], "forces": [N, 3]}`` in the checkpoint's units (eV, eV/Å for fairchem's).
+    ``zoo.graph.radius_graph(graph, model.metadata["cutoff"], max_neighbors=model.metadata["max_neighbors"],
+    strict_max_neighbors=model.metadata["strict_max_neighbors"])``). Returns ``{"energy": [B], "forces": [N, 3]}``
+    and, with a stress head, ``"stress": [B, 3, 3]`` in the checkpoint's units (eV, eV/Å, eV/Å³ for fairchem's).
 
     Args:
         max_neighbors, max_radius: the neighbour list the model was trained with (metadata only).
+        enforce_max_neighbors_strictly: fairchem's flag of the same name (metadata ``strict_max_neighbors``):
+            ``False`` keeps every neighbour about as close as the one after the ``max_neighbors``-th
+            (:func:`zoo.graph.neighbor_list`), as the OC22 and OMat24 models were trained.
         max_num_elements: size of the element embeddings; atomic numbers must be below it.
         num_layers: number of :class:`TransBlockV2` layers.
         sphere_channels: :math:`C`.
@@ -318,6 +325,8 @@ class EquiformerV2(nn.Module):
         use_element_references: add the per-element energies of the buffer ``energy_references``
             [max_num_elements] (eV).
         regress_forces: build and run the force head.
+        stress_head: keyword arguments of a :class:`~zoo.nn.rank2.Rank2SymmetricHead` (its normalisers
+            included) to predict the stress; ``None``: no stress.
         edge_frame: default roll of the edge frames, ``"deterministic"`` or fairchem's ``"random"``.
     """
 
@@ -327,6 +336,7 @@ class EquiformerV2(nn.Module):
         self,
         *,
         max_neighbors: int = 20,
+        enforce_max_neighbors_strictly: bool = True,
         max_radius: float = 12.0,
         max_num_elements: int = 90,
         num_layers: int = 12,
@@ -354,6 +364,7 @@ class EquiformerV2(nn.Module):
         forces_std: float = 1.0,
         use_element_references: bool = False,
         regress_forces: bool = True,
+        stress_head: Mapping[str, Any] | None = None,
         edge_frame: EdgeFrame = "deterministic",
     ) -> None:
         super().__init__()
@@ -408,17 +419,24 @@ class EquiformerV2(nn.Module):
         self.energy_block = FeedForwardNetwork(sphere_channels, ffn_hidden_channels, 1, **ffn)
         if regress_forces:
             self.force_block = SO2EquivariantGraphAttention(sphere_channels, *heads, 1, **attention)
+        self.stress_head = None
+        if stress_head is not None:
+            self.stress_head = Rank2SymmetricHead(sphere_channels, lmax, norm_type=norm_type, **stress_head)
         if use_element_references:
             self.register_buffer("energy_references", torch.zeros(max_num_elements))
         self.metadata = {
             "task": "potential",
             "cutoff": float(max_radius),
             "max_neighbors": int(max_neighbors),
+            "strict_max_neighbors": bool(enforce_max_neighbors_strictly),
             "max_num_elements": int(max_num_elements),
             "elements": list(range(1, max_num_elements)),
             "units": {"energy": "eV", "forces": "eV/A", "pos": "A"},
             "force_mode": "direct",
         }
+        if stress_head is not None:
+            self.metadata["units"]["stress"] = "eV/A^3"
+            self.metadata["stress"] = "direct"
 
     def embed(
         self, graph: Data, perpendicular: Tensor | None = None
@@ -456,7 +474,8 @@ class EquiformerV2(nn.Module):
         return self.norm(x), z, rbf, edge_index, rotation
 
     def forward(self, graph: Data, *, perpendicular: Tensor | None = None) -> dict[str, Tensor]:
-        """``{"energy": [B], "forces": [N, 3]}``; ``perpendicular [E, 3]`` fixes the roll of every edge frame."""
+        """``{"energy": [B], "forces": [N, 3], "stress": [B, 3, 3]}`` (those the model has); ``perpendicular [E, 3]``
+        fixes the roll of every edge frame."""
         x, z, rbf, edge_index, rotation = self.embed(graph, perpendicular)
         node_energy = self.energy_block(x)[:, 0, 0]  # [N]
         if self.use_element_references:
@@ -470,6 +489,9 @@ class EquiformerV2(nn.Module):
         if self.regress_forces:
             forces = self.force_block(x, z, rbf, edge_index, rotation)[:, 1:4, 0]
             out["forces"] = forces * self.forces_std + self.forces_mean
+        if self.stress_head is not None:
+            vec, _ = edge_vectors(graph)
+            out["stress"] = self.stress_head(x, edge_index, vec, batch, energy.shape[0])
         return out
 
 
@@ -501,6 +523,7 @@ _VARIANTS: dict[str, dict[str, Any]] = {
         "mmax": 2,
         "max_radius": 12.0,
         "use_element_references": True,
+        "enforce_max_neighbors_strictly": False,
     },
 }
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +48,7 @@ class _Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     gated: bool = False
+    granted_tokens: frozenset[str] | None = None
 
 
 class LoopbackHub:
@@ -75,10 +76,13 @@ class LoopbackHub:
         *,
         branch: str = _BRANCH,
         gated: bool = False,
+        granted_tokens: Iterable[str] | None = None,
     ) -> str:
         """Add a commit to ``repo_id`` (created if new) and point ``branch`` at it; returns the commit sha.
 
-        ``files`` maps repo paths to bytes, or is a local folder whose files are all added.
+        ``files`` maps repo paths to bytes, or is a local folder whose files are all added. A ``gated`` repo
+        answers like the Hub: 401 ``GatedRepo`` without a token; with ``granted_tokens``, 403 ``GatedRepo`` for
+        a token not among them (a user who has not been granted access); otherwise any token is accepted.
         """
         if isinstance(files, str | Path):
             folder = Path(files)
@@ -94,6 +98,8 @@ class LoopbackHub:
             repo.commits[commit] = content
             repo.refs[branch] = commit
             repo.gated = repo.gated or gated
+            if granted_tokens is not None:
+                repo.granted_tokens = frozenset(granted_tokens)
         return commit
 
     def add_file(self, path: str, data: bytes) -> str:
@@ -219,9 +225,14 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             self._error(404, "RepoNotFound", f"Repository {repo_id} not found", head)
             return
-        if repo.gated and "authorization" not in {k.lower() for k in self.headers}:
-            self._error(401, "GatedRepo", f"Access to {repo_id} is restricted", head)
-            return
+        if repo.gated:
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+            if not token:
+                self._error(401, "GatedRepo", f"Access to {repo_id} is restricted: you must be authenticated", head)
+                return
+            if repo.granted_tokens is not None and token not in repo.granted_tokens:
+                self._error(403, "GatedRepo", f"Access to {repo_id} is restricted: ask for access", head)
+                return
         if commit is None:
             self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
             return
