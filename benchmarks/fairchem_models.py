@@ -19,6 +19,7 @@ re-enables autograd inside through ``conditional_grad``, as in its own predict l
 ``--runs`` rounds in which zoo and fairchem run in turn (interleaved), median per implementation; CUDA times are
 CUDA events. Reported: milliseconds, ratio fairchem / zoo (> 1: zoo faster), atoms/s, peak CUDA memory, and
 the output differences (zoo's deterministic edge frames against fairchem's random ones: ~1e-5 eV/Å).
+``ratios.png`` beside ``results.json`` shows the ratio per model as bars (``--no-plots``: not written).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch_geometric.data import Batch, Data
 from benchmarks.message_passing import measure
 from zoo.converters import convert
 from zoo.graph import from_ase, radius_graph
+from zoo.plots import ratio_bars
 
 CUTOFF, MAX_NEIGHBORS = 12.0, 20
 EQV2_31M = dict(
@@ -223,6 +225,15 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict[str, Any], out: Path) -> Path:
+    """``out/ratios.png``: fairchem time / zoo time per model (bars above 1: zoo is faster)."""
+    ratios = {row["model"]: {"fairchem / zoo": row.get("ratio_fairchem_over_zoo")} for row in results["rows"]}
+    title = f"zoo vs fairchem {results['fairchem']}, forward, {results['device_name']}"
+    path = out / "ratios.png"
+    ratio_bars(ratios, path, title=title, ylabel="fairchem time / zoo time")
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
@@ -231,6 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=None, help="timed rounds (default: 5 on CPU, 30 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up calls (default: 2 on CPU, 5 on CUDA)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random weights")
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="do not write ratios.png")
     return parser.parse_args(argv)
 
 
@@ -267,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "results.md").write_text(markdown(results))
     print(markdown(results))
+    if args.plots:
+        print(f"plot: {plot(results, args.out)}")
     return results
 
 

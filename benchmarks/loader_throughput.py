@@ -8,7 +8,8 @@ tags, charges) are written once to each format. Each measurement is one full pas
 (the access pattern of training); ``open`` is the time to construct the dataset (extxyz parses every frame
 then, the databases only list ids). Per format the median of ``--runs`` passes is reported, as structures/s and
 as a ratio to extxyz; ``--workers N`` adds a pass through ``make_loader`` with N worker processes and batches of
-``--batch-size``.
+``--batch-size``. With ``--out``, ``ratios.png`` beside the results shows the ratios as bars (``--no-plots``:
+not written).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from zoo.datasets.ase_db import AseDBDataset, AseLmdbWriter
 from zoo.datasets.ase_files import AseReadDataset
 from zoo.datasets.loaders import make_loader
 from zoo.datasets.synthetic import random_structures
+from zoo.plots import ratio_bars
 
 BASELINE = "extxyz"
 
@@ -118,13 +120,26 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(results: dict, out: Path) -> Path:
+    """``out/ratios.png``: structures/s of each format over extxyz, one pass and through the loader."""
+    ratios = {
+        name: {"one pass": entry["ratio"], **({"loader": entry["loader_ratio"]} if "loader_ratio" in entry else {})}
+        for name, entry in results["formats"].items()
+    }
+    path = out / "ratios.png"
+    title = f"loader throughput, {results['structures']} structures (median of {results['runs']} passes)"
+    ratio_bars(ratios, path, title=title, ylabel=f"structures/s over {BASELINE}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--structures", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3, help="passes per format; the median is reported")
     parser.add_argument("--workers", type=int, default=0, help="also time make_loader with this many workers")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, help="directory for results.json and results.md")
+    parser.add_argument("--out", type=Path, help="directory for results.json, results.md and ratios.png")
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="do not write ratios.png")
     args = parser.parse_args(argv)
     results = run(args)
     table = markdown(results)
@@ -133,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=1))
         (args.out / "results.md").write_text(table + "\n")
+        if args.plots:
+            print(f"plot: {plot(results, args.out)}")
     return results
 
 

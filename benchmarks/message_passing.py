@@ -14,6 +14,9 @@ Sections (each a table in ``results.md`` and a list in ``results.json``):
 - ``neighbors`` (CUDA): vesin-torch's neighbour list on the GPU against vesin on the CPU.
 - ``determinism``: CSR forward and gradients computed twice, compared bitwise.
 
+Plots next to the results (``--no-plots``: none): ``layer_speedup.png`` (the layer speedups, grouped by
+workload and hidden size) and ``op_speedup.png`` (the fused op, time of torch eager / time).
+
 Timing: warm-up calls, then ``--runs`` rounds (default 50) in which every implementation runs once in turn
 (interleaved, so drifts of the machine hit all alike); the median of each is reported. CUDA times are CUDA
 events around each call.
@@ -44,6 +47,7 @@ from benchmarks.workloads import (
     zoo_layer,
 )
 from zoo.kernels import message_aggregate, message_aggregate_reference
+from zoo.plots import ratio_bars
 
 BASELINE = "pyg+torch_scatter"
 
@@ -327,6 +331,39 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict, out: Path) -> list[Path]:
+    """Bar charts of the speedups: ``layer_speedup.png`` (over the PyG baseline) and ``op_speedup.png`` (over
+    torch eager), one group of bars per workload and size, one bar per implementation; returns the files."""
+    written = []
+    layer: dict[str, dict[str, float]] = {}
+    baselines = set()
+    for row in results["rows"]:
+        if row["section"] == "layer" and "speedup_vs_baseline" in row and row["impl"] != row["baseline"]:
+            layer.setdefault(f"{row['workload']} H{row['hidden']}", {})[row["impl"]] = row["speedup_vs_baseline"]
+            baselines.add(row["baseline"])
+    if layer:
+        path = out / "layer_speedup.png"
+        title = f"EGNN layer forward + backward, {results['device_name']}"
+        ratio_bars(layer, path, title=title, ylabel=f"speedup over {' / '.join(sorted(baselines))}")
+        written.append(path)
+    eager: dict[tuple, float] = {}
+    for row in results["rows"]:
+        if row["section"] == "op" and row["impl"] == "torch eager" and "median_s" in row:
+            eager[(row["workload"], row["hidden"], row["mlp_layers"])] = row["median_s"]
+    op: dict[str, dict[str, float]] = {}
+    for row in results["rows"]:
+        key = (row.get("workload"), row.get("hidden"), row.get("mlp_layers"))
+        if row["section"] == "op" and row["impl"] != "torch eager" and "median_s" in row and key in eager:
+            group = f"{row['workload']} H{row['hidden']} {row['mlp_layers']}-layer"
+            op.setdefault(group, {})[row["impl"]] = eager[key] / row["median_s"]
+    if op:
+        path = out / "op_speedup.png"
+        title = f"fused message passing forward, {results['device_name']}"
+        ratio_bars(op, path, title=title, ylabel="speedup over torch eager")
+        written.append(path)
+    return written
+
+
 def _defaults(device: torch.device, quick: bool) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """(layer configurations, op configurations) as (workload, hidden) pairs."""
     if quick:
@@ -362,6 +399,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU (default: PyTorch's choice)")
     parser.add_argument("--quick", action="store_true", help="one small configuration (smoke test)")
+    parser.add_argument(
+        "--no-plots", dest="plots", action="store_false", help="do not write layer_speedup.png and op_speedup.png"
+    )
     return parser.parse_args(argv)
 
 
@@ -420,6 +460,8 @@ def main(argv: list[str] | None = None) -> dict:
     det_graph = "qm9" if args.quick else "bulk-10k"
     results["rows"].append(check_determinism(graph(det_graph), 64 if args.quick else 128, backend))
     print(save())
+    if args.plots:
+        print("plots: " + ", ".join(str(path) for path in plot(results, args.out)))
     return results
 
 

@@ -22,6 +22,7 @@ EXAMPLES = """  # finetune.yaml
   zoo finetune equiformer-oc20 --train train.extxyz --output runs/ft --resume auto   # continue a killed run
   # prints the base model's validation metrics at step 0, then trains; the result is runs/ft/model:
   #   python -c "import zoo; zoo.load('runs/ft/model')"
+  # and runs/ft/plots/: learning curves, parity plots (energy, forces; train and val) of that model
 """
 
 
@@ -33,5 +34,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else f"zoo finetune {args.base}"
-    run_training(config, output=args.output, base=args.base, resume=args.resume, command=command)
+    run_training(config, output=args.output, base=args.base, resume=args.resume, command=command, plots=args.plots)
     return 0

@@ -13,10 +13,12 @@ from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 
 from zoo.calculators.ase import calculator
+from zoo.plots import md_traces
 
-HELP = "run molecular dynamics with a potential (NVE or NVT Langevin), writing a trajectory and a log"
+HELP = "run molecular dynamics with a potential (NVE or NVT Langevin), writing a trajectory, a log and a plot"
 EXAMPLES = """  zoo md bulk.extxyz --model egnn-emt-demo --ensemble nve --T 300 --dt 1 --steps 1000
   zoo md slab.extxyz --model egnn-emt-demo --ensemble nvt-langevin --T 500 --friction 0.01 -o hot.traj
+  # writes hot.traj, hot.log and hot.png (energies and temperature against time; --no-plots: no PNG)
 """
 
 
@@ -33,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("md.traj"), help="trajectory (default md.traj)")
     parser.add_argument("--log", type=Path, help="log file (default: <output>.log)")
     parser.add_argument("--device", help="cpu or cuda")
+    parser.add_argument(
+        "--no-plots",
+        dest="plots",
+        action="store_false",
+        help="do not write <output>.png (energies and temperature against time)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,21 +64,33 @@ def run(args: argparse.Namespace) -> int:
             logfile=str(log),
             rng=rng,
         )
-    totals: list[float] = []
-    temperatures: list[float] = []
+    trace: dict[str, list[float]] = {"time_fs": [], "potential": [], "kinetic": [], "temperature": []}
 
     def record() -> None:
-        totals.append(atoms.get_total_energy())
-        temperatures.append(atoms.get_temperature())
+        trace["time_fs"].append(dynamics.get_time() / units.fs)
+        trace["potential"].append(atoms.get_potential_energy())
+        trace["kinetic"].append(atoms.get_kinetic_energy())
+        trace["temperature"].append(atoms.get_temperature())
 
     with Trajectory(str(args.output), "w", atoms) as trajectory:
         dynamics.attach(trajectory.write, interval=args.interval)
         dynamics.attach(record, interval=args.interval)
         dynamics.run(args.steps)
+    totals = np.add(trace["potential"], trace["kinetic"])
     drift = (totals[-1] - totals[0]) / len(atoms)
+    written = f"trajectory -> {args.output}, log -> {log}"
+    if args.plots:
+        plot = args.output.with_suffix(".png")
+        md_traces(
+            **trace,
+            path=plot,
+            n_atoms=len(atoms),
+            target_temperature=args.temperature if args.ensemble == "nvt-langevin" else None,
+            title=f"{args.ensemble}, {len(atoms)} atoms, dt {args.dt} fs, {args.model}",
+        )
+        written += f", plot -> {plot}"
     print(
         f"{args.ensemble}: {args.steps} steps of {args.dt} fs, {len(atoms)} atoms; "
-        f"mean T {np.mean(temperatures):.1f} K; total energy drift {drift:+.2e} eV/atom; "
-        f"trajectory -> {args.output}, log -> {log}"
+        f"mean T {np.mean(trace['temperature']):.1f} K; total energy drift {drift:+.2e} eV/atom; {written}"
     )
     return 0

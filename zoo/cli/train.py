@@ -22,7 +22,8 @@ EXAMPLES = """  # train.yaml
   zoo train -c train.yaml --train train.extxyz --output runs/eqv2 --resume auto   # continue a killed run
   zoo train -c train.yaml --train train.extxyz --set optim.lr=1e-4 --set train.epochs=5
   torchrun --nproc_per_node 4 -m zoo.cli.main train -c train.yaml --train train.extxyz --output runs/ddp
-  # outputs: runs/eqv2/model (zoo.load it), checkpoints/{last,best}.safetensors, metrics.csv
+  # outputs: runs/eqv2/model (zoo.load it), checkpoints/{last,best}.safetensors, metrics.csv,
+  #   plots/ (learning curves, parity plots of energy and forces on train and val; --no-plots: none)
 """
 
 
@@ -52,6 +53,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="data.batch_size (global, all processes)")
     parser.add_argument("--seed", type=int, help="train.seed")
     parser.add_argument("--device", help="train.device: auto, cpu or cuda")
+    parser.add_argument(
+        "--no-plots",
+        dest="plots",
+        action="store_false",
+        help="do not write OUTPUT/plots/ (learning curves and parity plots of the exported model, PNG)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -80,7 +87,7 @@ def _yaml_list(paths: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "zoo train"
-    run_training(config, output=args.output, resume=args.resume, command=command)
+    run_training(config, output=args.output, resume=args.resume, command=command, plots=args.plots)
     return 0
 
 

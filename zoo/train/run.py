@@ -8,19 +8,24 @@ Output directory layout::
     <output>/metrics.csv                  one row per epoch (epoch 0 = before training)
     <output>/tensorboard/                 when tensorboard is installed
     <output>/model/                       the zoo checkpoint: config.json, model.safetensors, README.md
+    <output>/plots/                       learning_curves.png; parity_<target>_<split>.png of the exported model
+                                          on the train and val structures, with the points drawn in .npz
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed
 import yaml
 from rich.console import Console
 
+from zoo import plots as figures
 from zoo.api import load
 from zoo.checkpoint import save_pretrained
 from zoo.graph import AtomsGraph
@@ -37,6 +42,7 @@ from zoo.train.trainer import FitResult, Trainer, seed_everything
 __all__ = ["RunResult", "run_training"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_PARITY_MAX_STRUCTURES = 2000  # per split: an evenly spaced subset of larger sets is drawn
 
 
 @dataclass
@@ -145,6 +151,38 @@ def _dataset_graphs(
     return graphs["train"], graphs["val"], data
 
 
+def _write_plots(
+    directory: Path,
+    history: Sequence[dict],
+    predictions: dict[str, tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]],
+    config: TrainConfig,
+    metadata: dict,
+) -> None:
+    """Learning curves and, per split and target, a parity plot with its points in ``.npz`` (rank 0)."""
+    figures.learning_curves(history, directory / "learning_curves.png")
+    units = metadata.get("units") or {}
+    for split, (structures, values) in predictions.items():
+        for name, (predicted, label) in values.items():
+            unit = units.get(name, "")
+            if config.loss.targets[name].per_atom:
+                unit = f"{unit}/atom" if unit else "per atom"
+            stem = f"parity_{name}_{split}"
+            drawn = figures.parity(
+                predicted,
+                label,
+                directory / f"{stem}.png",
+                name=name,
+                unit=unit,
+                title=f"{name}, {split}: exported model on {len(structures)} structures",
+            )
+            np.savez(
+                directory / f"{stem}.npz",
+                predicted=drawn["predicted"],
+                reference=drawn["reference"],
+                structures=structures,
+            )
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -153,6 +191,7 @@ def run_training(
     resume: str = "never",
     console: Console | None = None,
     command: str = "zoo train",
+    plots: bool = True,
 ) -> RunResult:
     """Train (``base=None``, architecture from ``config.model``) or fine-tune ``base`` and export the model.
 
@@ -164,6 +203,7 @@ def run_training(
             ``checkpoints/last.safetensors`` if present) or a checkpoint path.
         console: where progress goes (default: the terminal).
         command: the command line recorded in the model card.
+        plots: write ``<output>/plots/`` (learning curves; parity plots of the exported model per split).
 
     Raises:
         DataError: problems in the data, all listed with file and frame.
@@ -228,10 +268,19 @@ def run_training(
     fit = trainer.fit(resume_path)
 
     model_dir = None
-    if dist.is_main:
+    if plots and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # rank 0 has written the checkpoints that every process loads below
+    if dist.is_main or plots:
         chosen = fit.best_checkpoint if fit.best_checkpoint and fit.best_checkpoint.exists() else fit.last_checkpoint
         state = load_state(chosen)
         trainer.eval_model.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
+    predictions: dict[str, tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
+    if plots and config.loss.kind == "targets":
+        for split, graphs in (("train", train_graphs), ("val", val_graphs)):
+            if graphs:
+                structures = figures.evenly_spaced(len(graphs), _PARITY_MAX_STRUCTURES)
+                predictions[split] = (structures, trainer.predict([graphs[i] for i in structures]))
+    if dist.is_main:
         export = trainer.eval_model
         architecture = model.zoo_config["architecture"]
         base_card = getattr(model, "card", None)
@@ -255,6 +304,9 @@ def run_training(
         )
         reporter.summary("summary", {"step 0": fit.step0, "best (saved)": fit.best, "last": fit.last})
         reporter.message(f"model saved to {model_dir} (load it with zoo.load({str(model_dir)!r}))")
+        if plots:
+            _write_plots(output / "plots", fit.history, predictions, config, metadata)
+            reporter.message(f"plots written to {output / 'plots'}")
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -382,6 +382,46 @@ class Trainer:
         keys = gathered[0][0]
         return {key: sum(item[1].get(key, 0.0) for item in gathered) / max(total, 1) for key in keys}
 
+    def predict(self, graphs: Sequence[AtomsGraph]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{target: (predicted, label)}`` (float64, flattened; per atom for ``per_atom`` targets) of every weighted
+        loss target on ``graphs``, by :attr:`eval_model` batched as :meth:`evaluate` does (parity plots use it).
+
+        Collective under ``torchrun``: each process predicts its slice of every batch and rank 0 gets all, in order.
+        """
+        targets = {name: target for name, target in self.targets.items() if target.weight > 0}
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
+        batches: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []
+        try:
+            with torch.enable_grad():  # conservative forces are gradients of the energy
+                for batch in self._val_batches(graphs):
+                    with self._autocast():
+                        output = model(batch)
+                    values = {}
+                    for name, target in targets.items():
+                        key = target.label or name
+                        if name not in output or key not in batch:
+                            continue
+                        predicted, label = output[name].detach().double(), batch[key].double()
+                        if target.per_atom:
+                            natoms = batch.natoms.double().reshape(-1, *([1] * (predicted.dim() - 1)))
+                            predicted, label = predicted / natoms, label / natoms
+                        values[name] = (predicted.cpu().numpy().ravel(), label.cpu().numpy().ravel())
+                    batches.append(values)
+        finally:
+            model.train(was_training)
+        ranks = all_gather_objects(batches)  # rank r holds part r of each batch; only the last batch may lack parts
+        ordered = [rank[index] for index in range(max(map(len, ranks))) for rank in ranks if index < len(rank)]
+        return {
+            name: (
+                np.concatenate([part[name][0] for part in ordered if name in part]),
+                np.concatenate([part[name][1] for part in ordered if name in part]),
+            )
+            for name in targets
+            if any(name in part for part in ordered)
+        }
+
     # ----------------------------------------------------------------------------------------------- the loop
     def _monitor(self, metrics: dict[str, float]) -> float:
         name = self.config.train.monitor
