@@ -2,6 +2,7 @@
 
 from zoo.models import edm as edm
 from zoo.models import egnn as egnn
+from zoo.models import equiformer_v1 as equiformer_v1
 from zoo.models import equiformer_v2 as equiformer_v2
 from zoo.models import escn as escn
 from zoo.models import faenet as faenet
