@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,16 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from zoo.graph import AtomsGraph, GraphError, edge_vectors, from_ase, radius_graph
+from zoo.nn.chunking import check_max_edges, edge_chunk_size, supports_edge_chunks
 
-__all__ = ["ModelTaskError", "ZooCalculator", "calculator", "check_potential", "graph_for_model"]
+__all__ = [
+    "ModelTaskError",
+    "ZooCalculator",
+    "calculator",
+    "check_potential",
+    "graph_for_model",
+    "run_potential",
+]
 
 
 class ModelTaskError(ValueError):
@@ -63,6 +72,32 @@ def graph_for_model(atoms: ase.Atoms, metadata: dict[str, Any], dtype: torch.dty
     return from_ase(atoms, dtype=dtype)
 
 
+def run_potential(
+    model: torch.nn.Module, graph: AtomsGraph, *, max_edges_per_chunk: int | None = None, **options: Any
+) -> dict[str, torch.Tensor]:
+    """``model(graph, **options)``, its edges processed in chunks of at most ``max_edges_per_chunk``.
+
+    A model that follows the chunking protocol of :mod:`zoo.nn.chunking` gets the chunk size for this call only
+    (its own setting is restored after). A model that does not runs unchunked, with a ``UserWarning`` naming the
+    model and the option when the graph has more edges than ``max_edges_per_chunk`` (once per model and option,
+    under Python's default warning filter). ``None`` leaves the model as it is.
+    """
+    if max_edges_per_chunk is None:
+        return model(graph, **options)
+    if supports_edge_chunks(model):
+        with edge_chunk_size(model, max_edges_per_chunk):
+            return model(graph, **options)
+    if graph.edge_index.shape[1] > max_edges_per_chunk:
+        warnings.warn(
+            f"max_edges_per_chunk={max_edges_per_chunk} is ignored: {type(model).__name__} cannot process its "
+            "edges in chunks (it has no set_edge_chunk_size), so a system with more edges than that is computed "
+            "all at once and may run out of memory",
+            UserWarning,
+            stacklevel=2,
+        )
+    return model(graph, **options)
+
+
 class ZooCalculator(Calculator):
     """ASE calculator for any zoo potential.
 
@@ -74,6 +109,12 @@ class ZooCalculator(Calculator):
             moved more than ``skin / 2``; each call keeps the edges shorter than the cutoff, so results equal a
             fresh neighbour list exactly. Ignored (a fresh list every call) for models with ``max_neighbors``.
         task: the task to run; only ``"potential"`` is served (an error names any other).
+        max_edges_per_chunk: compute the per-edge tensors of each layer for at most this many edges at a time
+            (whole target atoms; :mod:`zoo.nn.chunking`), so that large systems (10k+ atoms) fit in memory: peak
+            memory then scales with the chunk instead of the number of edges, results are equal to round-off and
+            conservative forces take about 1.7x the time (each chunk is recomputed in the backward pass). ``None``
+            (default): all edges at once. Models without chunking support run unchunked, with a warning when the
+            system has more edges than this.
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (Voigt, eV/Å³) when the model
     has a stress route and the cell is periodic in 3D, ``energies`` (per atom, eV) when the model gives them.
@@ -90,9 +131,11 @@ class ZooCalculator(Calculator):
         dtype: torch.dtype | None = None,
         skin: float = 0.5,
         task: str | None = None,
+        max_edges_per_chunk: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.max_edges_per_chunk = check_max_edges(max_edges_per_chunk, "max_edges_per_chunk")
         if not isinstance(model, torch.nn.Module):
             from zoo.api import load
 
@@ -157,7 +200,7 @@ class ZooCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions (atoms.pbc)")
         graph = self._graph_for(self.atoms, system_changes)
         options = {"compute_stress": True} if want_stress and stress_mode == "conservative" else {}
-        output = self.model(graph, **options)
+        output = run_potential(self.model, graph, max_edges_per_chunk=self.max_edges_per_chunk, **options)
         missing = [key for key in ("energy", "forces") if key not in output]
         if missing:
             raise ModelTaskError(f"the model returned {sorted(output)}, without {missing}")
@@ -183,8 +226,10 @@ def calculator(
     dtype: torch.dtype | None = None,
     task: str | None = None,
     skin: float = 0.5,
+    max_edges_per_chunk: int | None = None,
 ) -> ZooCalculator:
-    """An ASE calculator for a zoo potential (a loaded model, a name, an alias, ``hf-hub:`` or a directory).
+    """An ASE calculator for a zoo potential (a loaded model, a name, an alias, ``hf-hub:`` or a directory);
+    the options are those of :class:`ZooCalculator`.
 
     Example:
         >>> import zoo
@@ -192,4 +237,6 @@ def calculator(
         >>> calc.cutoff
         5.0
     """
-    return ZooCalculator(model, device=device, dtype=dtype, task=task, skin=skin)
+    return ZooCalculator(
+        model, device=device, dtype=dtype, task=task, skin=skin, max_edges_per_chunk=max_edges_per_chunk
+    )

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from zoo.calculators.ase import check_potential, graph_for_model
+from zoo.calculators.ase import check_potential, graph_for_model, run_potential
 from zoo.graph import batch_graphs, radius_graph
+from zoo.nn.chunking import check_max_edges
 
 __all__ = ["iter_structures", "predict"]
 
@@ -74,6 +75,7 @@ def predict(
     dtype: torch.dtype | None = None,
     stress: bool = True,
     progress: Callable[[int], None] | None = None,
+    max_edges_per_chunk: int | None = None,
 ) -> list[dict[str, Any]]:
     """Energies (eV), forces (eV/Å) and, for 3D-periodic structures, stress (Voigt, eV/Å³) of many structures.
 
@@ -85,6 +87,8 @@ def predict(
         device, dtype: where and in which precision to run (default: the model's).
         stress: compute stress where the model can and the structure is periodic in 3D.
         progress: called with the number of structures finished after each batch.
+        max_edges_per_chunk: compute each layer's per-edge tensors for at most this many edges at a time, as in
+            :class:`~zoo.calculators.ZooCalculator` (for 10k+ atom structures); ``None``: all edges at once.
 
     Returns:
         One dict per structure: ``energy`` (float), ``forces`` (``[n, 3]``), ``stress`` (``[6]``) when computed.
@@ -97,6 +101,7 @@ def predict(
         raise ValueError("batch_size and max_atoms must be positive")
     if batch_size is None and max_atoms is None:
         batch_size = 32
+    max_edges_per_chunk = check_max_edges(max_edges_per_chunk, "max_edges_per_chunk")
     parameter = next(model.parameters(), torch.empty(0))
     device = torch.device(device) if device is not None else parameter.device
     dtype = dtype or parameter.dtype
@@ -109,7 +114,7 @@ def predict(
         graph = radius_graph(graph, float(metadata["cutoff"]), max_neighbors=metadata.get("max_neighbors"))
         with_stress = stress_mode in ("conservative", "direct") and bool(batch[0].pbc.all())
         options = {"compute_stress": True} if with_stress and stress_mode == "conservative" else {}
-        output = model(graph.to(device), **options)
+        output = run_potential(model, graph.to(device), max_edges_per_chunk=max_edges_per_chunk, **options)
         energies = output["energy"].detach().cpu().double().numpy()
         forces = np.split(output["forces"].detach().cpu().double().numpy(), np.cumsum([len(a) for a in batch])[:-1])
         for index in range(len(batch)):

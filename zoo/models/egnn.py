@@ -49,6 +49,7 @@ from torch_geometric.data import Data
 
 from zoo.geometry import PolynomialEnvelope
 from zoo.graph import GraphError, edge_vectors, node_graph_index, num_graphs
+from zoo.nn.chunking import EdgeChunk, check_max_edges, chunked_scatter_sum
 from zoo.nn.conservative import conservative_outputs
 from zoo.registry import register_model
 
@@ -150,6 +151,10 @@ class EGCL(nn.Module):
         ``edge_attr [E, edges_in_d]``, ``node_attr [N, nodes_att_dim]``, ``edge_weight [E]``,
         ``edge_offset [E, n]`` -> ``(h [N, output_nf], coord [N, n])``.
 
+    Memory: with ``edge_chunk_size`` set (an attribute, ``None`` by default; :meth:`EGNN.set_edge_chunk_size`
+    sets it on every layer) and more edges than that, the edge terms run chunk by chunk
+    (:meth:`chunked_aggregate`), equal to round-off.
+
     Example:
         >>> import torch
         >>> layer = EGCL(8, 8, 16)
@@ -191,6 +196,7 @@ class EGCL(nn.Module):
         self.norm_diff = norm_diff
         self.update_coords = update_coords
         self.velocity = velocity
+        self.edge_chunk_size: int | None = None
         act = activation(act_fn)
         self.edge_mlp = nn.Sequential(
             nn.Linear(2 * input_nf + 1 + edges_in_d, hidden_nf), act, nn.Linear(hidden_nf, hidden_nf), act
@@ -228,6 +234,25 @@ class EGCL(nn.Module):
             coord_diff = coord_diff / (torch.sqrt(radial) + 1.0)
         return radial, coord_diff
 
+    def message(
+        self,
+        h: Tensor,
+        edge_index: Tensor,
+        radial: Tensor,
+        edge_attr: Tensor | None = None,
+        edge_weight: Tensor | None = None,
+    ) -> Tensor:
+        r""":math:`m_{ij}` ``[E, hidden_nf]``: gather :math:`h_i, h_j` -> edge MLP :math:`\phi_e` (-> attention
+        gate, edge weight)."""
+        source, target = edge_index
+        parts = [h[target], h[source], radial] + ([edge_attr] if edge_attr is not None else [])
+        message = self.edge_mlp(torch.cat(parts, dim=1))  # [E, hidden]
+        if self.attention:
+            message = message * self.att_mlp(message)
+        if edge_weight is not None:
+            message = message * edge_weight[:, None]
+        return message
+
     def message_and_aggregate(
         self,
         h: Tensor,
@@ -236,29 +261,64 @@ class EGCL(nn.Module):
         edge_attr: Tensor | None = None,
         edge_weight: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        r"""The message step: gather :math:`h_i, h_j` -> edge MLP :math:`\phi_e` (-> attention gate, edge weight)
-        -> sum at the target.
+        r"""The message step: :meth:`message`, then the sum at the target.
 
         This is the one place a fused message-passing kernel replaces.
 
         Returns:
             ``(m_ij [E, hidden_nf], m_i [N, hidden_nf])``.
         """
-        source, target = edge_index
-        parts = [h[target], h[source], radial] + ([edge_attr] if edge_attr is not None else [])
-        message = self.edge_mlp(torch.cat(parts, dim=1))  # [E, hidden]
-        if self.attention:
-            message = message * self.att_mlp(message)
-        if edge_weight is not None:
-            message = message * edge_weight[:, None]
-        return message, scatter_sum(message, target, h.shape[0])
+        message = self.message(h, edge_index, radial, edge_attr, edge_weight)
+        return message, scatter_sum(message, edge_index[1], h.shape[0])
+
+    def coord_edge_term(self, coord_diff: Tensor, message: Tensor) -> Tensor:
+        r""":math:`\mathrm{clamp}_{\pm 100}\big((x_i - x_j)\,\phi_x(m_{ij})\big)` ``[E, n]``."""
+        return torch.clamp(coord_diff * self.coord_mlp(message), min=-COORD_CLAMP, max=COORD_CLAMP)
 
     def coord_term(self, coord_diff: Tensor, message: Tensor, target: Tensor, num_nodes: int) -> Tensor:
         r""":math:`\frac{c}{\deg i} \sum_j \mathrm{clamp}_{\pm 100}\big((x_i - x_j)\,\phi_x(m_{ij})\big)` ``[N, n]``
         (a plain sum with ``coords_agg="sum"``)."""
-        trans = torch.clamp(coord_diff * self.coord_mlp(message), min=-COORD_CLAMP, max=COORD_CLAMP)  # [E, n]
+        trans = self.coord_edge_term(coord_diff, message)  # [E, n]
         reduce = scatter_mean if self.coords_agg == "mean" else scatter_sum
         return reduce(trans, target, num_nodes) * self.coords_weight
+
+    def chunked_aggregate(
+        self,
+        h: Tensor,
+        edge_index: Tensor,
+        coord: Tensor,
+        edge_attr: Tensor | None = None,
+        edge_weight: Tensor | None = None,
+        edge_offset: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        r"""The edge terms of a layer computed for chunks of at most ``edge_chunk_size`` edges at a time
+        (:func:`zoo.nn.chunking.chunked_scatter_sum`; with gradients each chunk is recomputed in the backward
+        pass): edge geometry, :math:`m_{ij}` and the coordinate terms of one chunk exist at a time.
+
+        Returns:
+            ``(m_i [N, hidden_nf], coordinate update [N, n] or None without update_coords)``, equal to round-off
+            to :meth:`message_and_aggregate` and :meth:`coord_term` on all edges.
+        """
+        if self.edge_chunk_size is None:
+            raise ValueError("chunked_aggregate needs edge_chunk_size (EGNN.set_edge_chunk_size)")
+
+        def edge_terms(chunk: EdgeChunk) -> Tensor | tuple[Tensor, Tensor]:
+            def pick(values: Tensor | None) -> Tensor | None:
+                return None if values is None else values[chunk.edges]
+
+            radial, coord_diff = self.edge_geometry(coord, chunk.edge_index, pick(edge_offset))
+            message = self.message(h, chunk.edge_index, radial, pick(edge_attr), pick(edge_weight))
+            return (message, self.coord_edge_term(coord_diff, message)) if self.update_coords else message
+
+        num_nodes = h.shape[0]
+        sums = chunked_scatter_sum(edge_terms, edge_index, num_nodes, self.edge_chunk_size)
+        if not self.update_coords:
+            return sums, None
+        aggregated, coord_sum = sums
+        if self.coords_agg == "mean":
+            count = torch.bincount(edge_index[1], minlength=num_nodes).clamp(min=1).to(coord_sum.dtype)
+            coord_sum = coord_sum / count[:, None]
+        return aggregated, coord_sum * self.coords_weight
 
     def node_update(self, h: Tensor, aggregated: Tensor, node_attr: Tensor | None = None) -> Tensor:
         r""":math:`h_i \leftarrow [h_i +]\; \phi_h(h_i, m_i, \eta_i)`; ``[N, output_nf]``."""
@@ -285,10 +345,16 @@ class EGCL(nn.Module):
                 if self.velocity
                 else "vel given to a layer built with velocity=False"
             )
-        radial, coord_diff = self.edge_geometry(coord, edge_index, edge_offset)
-        message, aggregated = self.message_and_aggregate(h, edge_index, radial, edge_attr, edge_weight)
-        if self.update_coords:
-            coord = coord + self.coord_term(coord_diff, message, edge_index[1], coord.shape[0])
+        if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
+            aggregated, coord_update = self.chunked_aggregate(h, edge_index, coord, edge_attr, edge_weight, edge_offset)
+        else:
+            radial, coord_diff = self.edge_geometry(coord, edge_index, edge_offset)
+            message, aggregated = self.message_and_aggregate(h, edge_index, radial, edge_attr, edge_weight)
+            coord_update = (
+                self.coord_term(coord_diff, message, edge_index[1], coord.shape[0]) if self.update_coords else None
+            )
+        if coord_update is not None:
+            coord = coord + coord_update
             if vel is not None:
                 coord = coord + self.coord_mlp_vel(h) * vel
         return self.node_update(h, aggregated, node_attr), coord
@@ -483,6 +549,7 @@ class EGNN(nn.Module):
         self.velocity = velocity
         self.node_attr = node_attr
         self.edges = edges
+        self.edge_chunk_size: int | None = None
         self.embedding = nn.Linear(in_node_nf, hidden_nf)
         for index in range(n_layers):
             self.add_module(
@@ -509,6 +576,18 @@ class EGNN(nn.Module):
     def layers(self) -> list[EGCL]:
         """The layers ``gcl_0 ... gcl_{n_layers-1}`` in order."""
         return [getattr(self, f"gcl_{index}") for index in range(self.n_layers)]
+
+    def set_edge_chunk_size(self, max_edges: int | None) -> None:
+        """Compute every layer's edge terms for at most ``max_edges`` edges at a time (``None``: all at once).
+
+        Peak memory of the edge MLPs then scales with ``max_edges`` instead of the number of edges; results are
+        equal to round-off; with gradients (forces, training) each chunk is recomputed in the backward pass
+        (:mod:`zoo.nn.chunking`). A runtime setting, not part of the checkpoint. The ASE calculator's
+        ``max_edges_per_chunk`` sets it for its calls.
+        """
+        self.edge_chunk_size = check_max_edges(max_edges)
+        for layer in self.layers():
+            layer.edge_chunk_size = self.edge_chunk_size
 
     def encode(
         self,
