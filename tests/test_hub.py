@@ -213,6 +213,25 @@ def test_url_download_resumes_after_truncation(tmp_path, hub):
     assert not target.with_name("big.bin.part").exists()
 
 
+def test_existing_download_is_checked_against_the_sha256(tmp_path, hub):
+    data = b"upstream checkpoint bytes"
+    url = hub.add_file("/ckpt.bin", data)
+    target = tmp_path / "ckpt.bin"
+    digest = __import__("hashlib").sha256(data).hexdigest()
+    download_url(url, target, sha256=digest)
+    assert download_url(url, target, sha256=digest) == target  # present and matching: no request, kept
+    target.write_bytes(b"stale file from an older card")
+    with pytest.raises(DownloadError, match=r"does not match the expected sha256 .*delete it"):
+        download_url(url, target, sha256=digest)
+    assert download_url(url, target) == target  # without a pin an existing file is taken as it is
+
+
+def test_zoo_offline_turns_downloads_off(hub, cache, monkeypatch):
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(DownloadError, match="downloads are off"):
+        zoo.load("hf-hub:org/tiny@" + "a" * 40)
+
+
 def test_url_http_error(tmp_path, hub):
     with pytest.raises(DownloadError, match="HTTP 404"):
         download_url(hub.url("/missing.bin"), tmp_path / "m.bin")

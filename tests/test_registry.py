@@ -133,3 +133,15 @@ def test_builtin_cards_parse():
     for name in zoo.list_models():
         card = zoo.get_card(name)
         assert card.spec.architecture in zoo.list_architectures(), name
+
+
+def test_embedded_checkpoints_carry_their_card():
+    """An embedded checkpoint's README.md is its card, word for word (what `zoo push` would upload)."""
+    from pathlib import Path
+
+    root = Path(zoo.__file__).parent / "weights"
+    cards = Path(__file__).resolve().parents[1] / "cards"
+    for folder in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+        card = cards / f"{folder.name}.md"
+        assert card.is_file(), f"embedded checkpoint {folder.name} has no card"
+        assert (folder / "README.md").read_text() == card.read_text(), f"{folder}/README.md differs from {card}"

@@ -87,8 +87,11 @@ def zoo_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def offline(local_files_only: bool = False) -> bool:
-    """True when nothing may be downloaded (argument, or ``HF_HUB_OFFLINE`` set now or at import)."""
-    env = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    """True when nothing may be downloaded: the argument, or ``HF_HUB_OFFLINE`` (set now or at import) or
+    ``ZOO_OFFLINE`` set to a true value (``1``, ``on``, ``yes``, ``true``)."""
+    env = any(
+        os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"} for name in ("HF_HUB_OFFLINE", "ZOO_OFFLINE")
+    )
     return local_files_only or env or bool(hf_constants.HF_HUB_OFFLINE)
 
 
@@ -266,6 +269,12 @@ def download_url(
     """
     destination = Path(destination)
     if destination.is_file():
+        if sha256 is not None and sha256_file(destination) != sha256.lower():
+            # a file left by an earlier download whose card has since pinned (or changed) the sha256
+            raise DownloadError(
+                f"{destination} (from {url}) does not match the expected sha256 {sha256}; delete it to download "
+                "the file again"
+            )
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
