@@ -128,8 +128,9 @@ def test_card_is_a_valid_hugging_face_model_card(path: Path):
     if "model-index" in front:
         model_name, results = model_index_to_eval_results(front["model-index"])
         assert model_name == front["zoo"]["name"]
-        zoo_metrics = sorted(float(m["value"]) for m in front["zoo"].get("metrics") or [])
-        assert sorted(float(r.metric_value) for r in results) == zoo_metrics, "model-index and zoo.metrics differ"
+        zoo_metrics = {float(m["value"]) for m in front["zoo"].get("metrics") or []}
+        listed = {float(r.metric_value) for r in results}
+        assert listed <= zoo_metrics, f"model-index values {sorted(listed - zoo_metrics)} are not in zoo.metrics"
 
 
 @pytest.mark.parametrize("path", CARDS, ids=lambda p: p.stem)
