@@ -169,3 +169,26 @@ def test_chunked_peak_is_lower():
     model.set_edge_chunk_size(512)
     chunked = torch_peak_bytes(lambda: model(graph))
     assert 0 < chunked < 0.5 * unchunked, (chunked, unchunked)
+
+
+def test_direct_force_models_run_without_autograd():
+    """The calculator builds no autograd graph for a model whose forces are a direct output."""
+    from zoo.calculators.ase import run_potential
+
+    seen = []
+
+    class Direct(torch.nn.Module):
+        def __init__(self, force_mode="direct"):
+            super().__init__()
+            self.metadata = {"force_mode": force_mode}
+
+        def forward(self, graph, **options):
+            seen.append(torch.is_grad_enabled())
+            return {"energy": graph.pos.sum()[None], "forces": graph.pos.clone()}
+
+    graph = radius_graph(from_ase(bulk("Cu", cubic=True)), 3.0)
+    with torch.enable_grad():
+        run_potential(Direct(), graph)
+        run_potential(Direct(force_mode="autograd"), graph)
+        run_potential(Direct(), graph, compute_stress=True)  # stress by autograd: a graph is needed
+    assert seen == [False, True, True]

@@ -57,7 +57,12 @@ def test_float32_large_graph_no_worse_than_pytorch(backend):
     """float32, 72k edges, H = 128: each output and gradient is as close to the float64 result as PyTorch's own
     float32 computation is (within 4x)."""
     case = make_case(torch.float32, "cpu", 3000, 24, 32, 1, 128, 128)
-    check_parity(*case, backend=backend, against_float64=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the float32 reference's own rounding depends on how BLAS splits the sums
+    try:
+        check_parity(*case, backend=backend, against_float64=True)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -80,8 +81,21 @@ def run_potential(
     A model that follows the chunking protocol of :mod:`zoo.nn.chunking` gets the chunk size for this call only
     (its own setting is restored after). A model that does not runs unchunked, with a ``UserWarning`` naming the
     model and the option when the graph has more edges than ``max_edges_per_chunk`` (once per model and option,
-    under Python's default warning filter). ``None`` leaves the model as it is.
+    under Python's default warning filter). ``None`` leaves the model as it is. Models whose forces (and the
+    stress, if requested) are direct outputs (``metadata["force_mode"] == "direct"``) run under
+    ``torch.no_grad``: no autograd graph, so no activation is kept for a backward pass.
     """
+    metadata = getattr(model, "metadata", {}) or {}
+    direct = metadata.get("force_mode") == "direct" and (
+        not options.get("compute_stress") or metadata.get("stress") == "direct"
+    )
+    with torch.no_grad() if direct else contextlib.nullcontext():
+        return _run_chunked(model, graph, max_edges_per_chunk, options)
+
+
+def _run_chunked(
+    model: torch.nn.Module, graph: AtomsGraph, max_edges_per_chunk: int | None, options: dict[str, Any]
+) -> dict[str, torch.Tensor]:
     if max_edges_per_chunk is None:
         return model(graph, **options)
     if supports_edge_chunks(model):

@@ -50,7 +50,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -74,13 +74,16 @@ from zoo.nn import (
     equivariant_norm,
     segment_softmax,
 )
+from zoo.nn.chunking import EdgeChunk, check_max_edges, chunked_scatter_sum
 from zoo.nn.rank2 import Rank2SymmetricHead
+from zoo.nn.so3 import LazyEdgeRotation
 from zoo.registry import register_model
 
 __all__ = [
     "EdgeDegreeEmbedding",
     "EquiformerV2",
     "FeedForwardNetwork",
+    "LazyEdgeValues",
     "SO2EquivariantGraphAttention",
     "TransBlockV2",
 ]
@@ -88,6 +91,23 @@ __all__ = [
 AVG_NUM_NODES = 77.81317
 AVG_DEGREE = 23.395238876342773
 EdgeFrame = Literal["deterministic", "random"]
+
+
+class LazyEdgeValues:
+    """A per-edge tensor computed when asked for: ``lazy[edges] == fn(values[edges])``, never held for all edges.
+
+    The chunked model passes the distance basis (``[E, F]``, 600 numbers per edge) this way.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], values: Tensor) -> None:
+        self.fn, self.values = fn, values
+
+    def __getitem__(self, edges: slice | Tensor) -> Tensor:
+        return self.fn(self.values[edges])
+
+
+EdgeValues = Tensor | LazyEdgeValues
+Rotation = EdgeRotation | LazyEdgeRotation
 
 
 def _edge_embeddings(
@@ -103,6 +123,11 @@ class EdgeDegreeEmbedding(nn.Module):
     ``rad_func`` (:class:`~zoo.nn.RadialMLP`) gives the :math:`m = 0` coefficients of every degree and channel
     in the edge frame; rotated back, they are a function of the edge direction only.
 
+    With ``edge_chunk_size`` set (``None`` by default; :meth:`EquiformerV2.set_edge_chunk_size`) and more edges
+    than that, the messages are computed for chunks of whole targets at a time
+    (:func:`zoo.nn.chunking.chunked_scatter_sum`); ``rbf`` and ``rotation`` may then be computed per chunk
+    (:class:`LazyEdgeValues`, :class:`~zoo.nn.so3.LazyEdgeRotation`).
+
     Shapes: ``z [N]``, ``rbf [E, F]``, ``edge_index [2, E]`` -> ``[N, K, C]``.
     """
 
@@ -116,6 +141,7 @@ class EdgeDegreeEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         self.sphere_channels, self.layout, self.rescale_factor = sphere_channels, layout, rescale_factor
+        self.edge_chunk_size: int | None = None
         self.source_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         self.target_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         nn.init.uniform_(self.source_embedding.weight, -0.001, 0.001)
@@ -125,10 +151,22 @@ class EdgeDegreeEmbedding(nn.Module):
         m0_rows = layout.to_order_major[: layout.order_sizes[0]]  # rows of m = 0 in the reduced layout
         self.register_buffer("m0_rows", m0_rows, persistent=False)
 
-    def forward(self, z: Tensor, rbf: Tensor, edge_index: Tensor, rotation: EdgeRotation, num_nodes: int) -> Tensor:
+    def edge_messages(self, z: Tensor, rbf: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
+        """The rotated-back :math:`m = 0` messages of the edges, ``[E, K, C]``, before the sum and the scaling."""
         features = _edge_embeddings(self.source_embedding, self.target_embedding, z, edge_index, rbf)
         m0 = self.rad_func(features).reshape(-1, self.layout.order_sizes[0], self.sphere_channels)  # [E, L+1, C]
-        message = rotation.wigner_out[:, :, self.m0_rows] @ m0  # only the m = 0 columns are non-zero
+        return rotation.wigner_out[:, :, self.m0_rows] @ m0  # only the m = 0 columns are non-zero
+
+    def forward(self, z: Tensor, rbf: EdgeValues, edge_index: Tensor, rotation: Rotation, num_nodes: int) -> Tensor:
+        if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
+            out = chunked_scatter_sum(
+                lambda chunk: self.edge_messages(z, rbf[chunk.edges], chunk.edge_index, rotation[chunk.edges]),
+                edge_index,
+                num_nodes,
+                self.edge_chunk_size,
+            )
+            return out / self.rescale_factor
+        message = self.edge_messages(z, rbf, edge_index, rotation)
         out = message.new_zeros(num_nodes, message.shape[1], self.sphere_channels)
         return out.index_add_(0, edge_index[1], message) / self.rescale_factor
 
@@ -142,6 +180,12 @@ class SO2EquivariantGraphAttention(nn.Module):
     summed at the target and projected by ``proj``. :math:`\alpha_{ij}` comes from the extra :math:`m = 0`
     outputs of ``so2_conv_1``: ``LayerNorm`` per head (``use_attn_renorm``), smooth leaky ReLU, a dot product
     with ``alpha_dot``, and a softmax over the edges of each target.
+
+    With ``edge_chunk_size`` set (``None`` by default; :meth:`EquiformerV2.set_edge_chunk_size`) and more edges
+    than that, :meth:`edge_messages` runs for chunks of whole targets at a time
+    (:func:`zoo.nn.chunking.chunked_scatter_sum`); the softmax stays exact, a chunk holding every edge of its
+    targets. ``rbf`` and ``rotation`` may then be computed per chunk (:class:`LazyEdgeValues`,
+    :class:`~zoo.nn.so3.LazyEdgeRotation`).
 
     Shapes: ``x [N, K, C]``, ``z [N]``, ``rbf [E, F]``, ``edge_index [2, E]`` -> ``[N, K, C_out]``.
     """
@@ -167,6 +211,7 @@ class SO2EquivariantGraphAttention(nn.Module):
         self.num_heads, self.attn_alpha_channels = num_heads, attn_alpha_channels
         self.attn_value_channels = attn_value_channels
         self.use_gate_act, self.use_sep_s2_act = use_gate_act, use_sep_s2_act
+        self.edge_chunk_size: int | None = None
         self.source_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         self.target_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         nn.init.uniform_(self.source_embedding.weight, -0.001, 0.001)
@@ -193,10 +238,24 @@ class SO2EquivariantGraphAttention(nn.Module):
         self.so2_conv_2 = SO2Convolution(hidden_channels, num_heads * attn_value_channels, layout)
         self.proj = SO3Linear(num_heads * attn_value_channels, output_channels, lmax=layout.lmax)
 
-    def forward(self, x: Tensor, z: Tensor, rbf: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
-        source, target = edge_index
+    def edge_messages(
+        self,
+        x: Tensor,
+        z: Tensor,
+        rbf: Tensor,
+        edge_index: Tensor,
+        rotation: EdgeRotation,
+        target: Tensor,
+        num_nodes: int,
+    ) -> Tensor:
+        r"""The attention-weighted messages :math:`\alpha_{ij} D(R_{ij})^T \ldots` of the edges, ``[E, K, H V]``.
+
+        ``target [E]`` and ``num_nodes`` index the softmax groups: ``edge_index[1]`` and ``x.shape[0]``, or a
+        chunk's local targets (:attr:`zoo.nn.chunking.EdgeChunk.target`), which hold every edge of their nodes.
+        """
+        source = edge_index[0]
         features = _edge_embeddings(self.source_embedding, self.target_embedding, z, edge_index, rbf)
-        message = rotation.rotate(torch.cat([x[source], x[target]], dim=2))  # [E, K_r, 2C]
+        message = rotation.rotate(torch.cat([x[source], x[edge_index[1]]], dim=2))  # [E, K_r, 2C]
         message, extra = self.so2_conv_1(message, features)
         num_alpha = self.num_heads * self.attn_alpha_channels
         alpha_features, gates = extra[:, :num_alpha], extra[:, num_alpha:]
@@ -210,12 +269,25 @@ class SO2EquivariantGraphAttention(nn.Module):
         alpha_features = self.alpha_act(
             self.alpha_norm(alpha_features.reshape(-1, self.num_heads, num_alpha // self.num_heads))
         )
-        alpha = segment_softmax(torch.einsum("bik, ik -> bi", alpha_features, self.alpha_dot), target, x.shape[0])
+        alpha = segment_softmax(torch.einsum("bik, ik -> bi", alpha_features, self.alpha_dot), target, num_nodes)
         message = (
             message.reshape(*message.shape[:2], self.num_heads, self.attn_value_channels) * alpha[:, None, :, None]
         )
-        message = rotation.rotate_back(message.reshape(*message.shape[:2], -1))  # [E, K, H * V]
-        out = message.new_zeros(x.shape[0], *message.shape[1:]).index_add_(0, target, message)
+        return rotation.rotate_back(message.reshape(*message.shape[:2], -1))  # [E, K, H * V]
+
+    def forward(self, x: Tensor, z: Tensor, rbf: EdgeValues, edge_index: Tensor, rotation: Rotation) -> Tensor:
+        num_nodes = x.shape[0]
+        if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
+
+            def chunk_messages(chunk: EdgeChunk) -> Tensor:
+                return self.edge_messages(
+                    x, z, rbf[chunk.edges], chunk.edge_index, rotation[chunk.edges], chunk.target, chunk.num_nodes
+                )
+
+            return self.proj(chunked_scatter_sum(chunk_messages, edge_index, num_nodes, self.edge_chunk_size))
+        target = edge_index[1]
+        message = self.edge_messages(x, z, rbf, edge_index, rotation, target, num_nodes)
+        out = message.new_zeros(num_nodes, *message.shape[1:]).index_add_(0, target, message)
         return self.proj(out)
 
 
@@ -290,7 +362,7 @@ class TransBlockV2(nn.Module):
         super().__init__()
         self.norm_1, self.ga, self.norm_2, self.ffn = norm_1, ga, norm_2, ffn
 
-    def forward(self, x: Tensor, z: Tensor, rbf: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
+    def forward(self, x: Tensor, z: Tensor, rbf: EdgeValues, edge_index: Tensor, rotation: Rotation) -> Tensor:
         x = x + self.ga(self.norm_1(x), z, rbf, edge_index, rotation)
         return x + self.ffn(self.norm_2(x))
 
@@ -328,6 +400,10 @@ class EquiformerV2(nn.Module):
         stress_head: keyword arguments of a :class:`~zoo.nn.rank2.Rank2SymmetricHead` (its normalisers
             included) to predict the stress; ``None``: no stress.
         edge_frame: default roll of the edge frames, ``"deterministic"`` or fairchem's ``"random"``.
+
+    Memory: with ``edge_chunk_size`` set (:meth:`set_edge_chunk_size`, ``None`` by default) and more edges than
+    that, every per-edge computation runs chunk by chunk (:mod:`zoo.nn.chunking`), the distance basis and the
+    Wigner matrices included, equal to round-off.
     """
 
     reads = ("pos", "z", "edge_index", "edge_shift", "cell")
@@ -379,6 +455,7 @@ class EquiformerV2(nn.Module):
             regress_forces,
             edge_frame,
         )
+        self.edge_chunk_size: int | None = None
         self.layout = CoefficientLayout(lmax, mmax)
         # Grids shared by every layer: the reduced one (attention) and the full one (FFN).
         self.grid_reduced = S2Grid(lmax, mmax, resolution=grid_resolution)
@@ -438,13 +515,30 @@ class EquiformerV2(nn.Module):
             self.metadata["units"]["stress"] = "eV/A^3"
             self.metadata["stress"] = "direct"
 
+    def set_edge_chunk_size(self, max_edges: int | None) -> None:
+        """Compute the per-edge tensors of every layer and head for at most ``max_edges`` edges at a time
+        (whole targets; ``None``: all at once).
+
+        Peak memory then scales with ``max_edges`` instead of the number of edges: the messages, the distance
+        basis and the Wigner matrices of the edge frames are built per chunk (the Wigner matrices once per chunk
+        and layer). Results are equal to round-off; with gradients recorded each chunk is recomputed in the
+        backward pass (:mod:`zoo.nn.chunking`). A runtime setting, not part of the checkpoint; the ASE
+        calculator's and :func:`zoo.predict`'s ``max_edges_per_chunk`` set it for their calls.
+        """
+        self.edge_chunk_size = check_max_edges(max_edges)
+        for module in self.modules():
+            if isinstance(module, (EdgeDegreeEmbedding, SO2EquivariantGraphAttention, Rank2SymmetricHead)):
+                module.edge_chunk_size = self.edge_chunk_size
+
     def embed(
         self, graph: Data, perpendicular: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, EdgeRotation]:
+    ) -> tuple[Tensor, Tensor, EdgeValues, Tensor, Rotation]:
         r"""The backbone: final normalised node features ``[N, K, C]``, with what the heads need.
 
         Returns:
-            ``(x [N, K, C], z [N], rbf [E, F], edge_index [2, E], rotation)``.
+            ``(x [N, K, C], z [N], rbf [E, F], edge_index [2, E], rotation)``; with chunking
+            (:meth:`set_edge_chunk_size`, more edges than a chunk) ``rbf`` and ``rotation`` are built per chunk
+            when indexed (:class:`LazyEdgeValues`, :class:`~zoo.nn.so3.LazyEdgeRotation`).
         """
         for field in self.reads:
             if getattr(graph, field, None) is None:
@@ -463,10 +557,16 @@ class EquiformerV2(nn.Module):
             )
         vec, length = edge_vectors(graph)
         frame = self.edge_frame if perpendicular is None else perpendicular
-        wigner, _ = edge_wigner(vec.detach(), self.lmax, perpendicular=frame)
-        rotation = EdgeRotation.from_wigner(wigner, self.layout)
         edge_index = graph.edge_index
-        rbf = self.distance_expansion(length)
+        rotation: Rotation
+        rbf: EdgeValues
+        if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
+            rotation = LazyEdgeRotation(vec, self.layout, perpendicular=frame)  # one random draw for all layers
+            rbf = LazyEdgeValues(self.distance_expansion, length)
+        else:
+            wigner, _ = edge_wigner(vec.detach(), self.lmax, perpendicular=frame)
+            rotation = EdgeRotation.from_wigner(wigner, self.layout)
+            rbf = self.distance_expansion(length)
         x = self.edge_degree_embedding(z, rbf, edge_index, rotation, z.shape[0])
         x = torch.cat([x[:, :1] + self.sphere_embedding(z)[:, None], x[:, 1:]], dim=1)
         for block in self.blocks:

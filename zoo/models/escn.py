@@ -68,6 +68,8 @@ from torch_geometric.data import Data
 from zoo.geometry import GaussianSmearing, edge_wigner, spherical_harmonics
 from zoo.graph import GraphError, edge_vectors, node_graph_index, num_graphs
 from zoo.nn import CoefficientLayout, EdgeRotation, S2Activation, S2Grid
+from zoo.nn.chunking import check_max_edges, chunked_scatter_sum
+from zoo.nn.so3 import LazyEdgeRotation
 from zoo.registry import register_model
 
 __all__ = [
@@ -85,6 +87,7 @@ __all__ = [
 
 ENERGY_SCALE = 0.001
 EdgeFrame = Literal["deterministic", "random"]
+Rotation = EdgeRotation | LazyEdgeRotation
 
 
 def sphere_points(num_points: int) -> Tensor:
@@ -241,6 +244,11 @@ class MessageBlock(nn.Module):
     Submodules: ``edge_block`` (:class:`EdgeBlock`), ``so2_block_source``, ``so2_block_target``
     (:class:`SO2Block`); the activation's grid (reduced layout) is shared by all layers.
 
+    With ``edge_chunk_size`` set (``None`` by default; :meth:`ESCN.set_edge_chunk_size`) and more edges than
+    that, :meth:`edge_messages` runs for chunks of whole targets at a time
+    (:func:`zoo.nn.chunking.chunked_scatter_sum`); ``rotation`` may then be built per chunk
+    (:class:`~zoo.nn.so3.LazyEdgeRotation`).
+
     Shapes: ``x [N, K, C]``, ``z [N]``, ``length [E]``, ``edge_index [2, E]`` -> ``[N, K, C]``.
     """
 
@@ -256,6 +264,7 @@ class MessageBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.sphere_channels = sphere_channels
+        self.edge_chunk_size: int | None = None
         self.edge_block = EdgeBlock(edge_channels, distance_expansion, max_num_elements)
         self.so2_block_source = SO2Block(sphere_channels, hidden_channels, edge_channels, layout)
         self.so2_block_target = SO2Block(sphere_channels, hidden_channels, edge_channels, layout)
@@ -263,14 +272,25 @@ class MessageBlock(nn.Module):
         self.register_buffer("to_order_major", layout.to_order_major, persistent=False)
         self.register_buffer("to_degree_major", layout.to_degree_major, persistent=False)
 
-    def forward(self, x: Tensor, z: Tensor, length: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
+    def edge_messages(self, x: Tensor, z: Tensor, length: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
+        r"""The messages :math:`D_{ij}^T \sigma_{S^2}(\ldots)` of the edges, ``[E, K, C]``, before the sum."""
         source, target = edge_index
         edge = self.edge_block(length, z[source], z[target])  # [E, C_e]
         rotated = rotation.rotate(torch.cat([x[source], x[target]], dim=2))[:, self.to_order_major]  # [E, K_r, 2C]
         x_source, x_target = rotated.split(self.sphere_channels, dim=2)
         message = self.so2_block_source(x_source, edge) + self.so2_block_target(x_target, edge)
-        message = rotation.rotate_back(self.act(message[:, self.to_degree_major]))  # [E, K, C]
-        return message.new_zeros(x.shape[0], *message.shape[1:]).index_add_(0, target, message)
+        return rotation.rotate_back(self.act(message[:, self.to_degree_major]))  # [E, K, C]
+
+    def forward(self, x: Tensor, z: Tensor, length: Tensor, edge_index: Tensor, rotation: Rotation) -> Tensor:
+        if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
+            return chunked_scatter_sum(
+                lambda chunk: self.edge_messages(x, z, length[chunk.edges], chunk.edge_index, rotation[chunk.edges]),
+                edge_index,
+                x.shape[0],
+                self.edge_chunk_size,
+            )
+        message = self.edge_messages(x, z, length, edge_index, rotation)
+        return message.new_zeros(x.shape[0], *message.shape[1:]).index_add_(0, edge_index[1], message)
 
 
 class LayerBlock(nn.Module):
@@ -288,7 +308,7 @@ class LayerBlock(nn.Module):
         self.fc2_sphere = nn.Linear(sphere_channels, sphere_channels, bias=False)
         self.fc3_sphere = nn.Linear(sphere_channels, sphere_channels, bias=False)
 
-    def forward(self, x: Tensor, z: Tensor, length: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
+    def forward(self, x: Tensor, z: Tensor, length: Tensor, edge_index: Tensor, rotation: Rotation) -> Tensor:
         message = self.message_block(x, z, length, edge_index, rotation)
         values = torch.cat([self.grid.to_grid(x), self.grid.to_grid(message)], dim=3)  # [N, n_beta, n_alpha, 2C]
         values = nn.functional.silu(self.fc2_sphere(nn.functional.silu(self.fc1_sphere(values))))
@@ -354,6 +374,10 @@ class ESCN(nn.Module):
             [max_num_elements] (eV).
         regress_forces: build and run the force head.
         edge_frame: default roll of the edge frames, ``"deterministic"`` or fairchem's ``"random"``.
+
+    Memory: with ``edge_chunk_size`` set (:meth:`set_edge_chunk_size`, ``None`` by default) and more edges than
+    that, the messages of every layer run chunk by chunk (:mod:`zoo.nn.chunking`), the Wigner matrices of the
+    edge frames included, equal to round-off.
     """
 
     reads = ("pos", "z", "edge_index", "edge_shift", "cell")
@@ -390,6 +414,7 @@ class ESCN(nn.Module):
         self.forces_mean, self.forces_std = forces_mean, forces_std
         self.use_element_references, self.regress_forces = use_element_references, regress_forces
         self.edge_frame = edge_frame
+        self.edge_chunk_size: int | None = None
         self.layout = CoefficientLayout(lmax, mmax)
         self.grid_reduced = S2Grid(lmax, mmax, resolution=resolution, normalization="integral", rescale=False)
         self.grid_full = S2Grid(lmax, lmax, resolution=resolution, normalization="integral", rescale=False)
@@ -426,6 +451,21 @@ class ESCN(nn.Module):
             "force_mode": "direct",
         }
 
+    def set_edge_chunk_size(self, max_edges: int | None) -> None:
+        """Compute the messages of every layer for at most ``max_edges`` edges at a time (whole targets;
+        ``None``: all at once).
+
+        Peak memory then scales with ``max_edges`` instead of the number of edges: the messages, the edge
+        features and the Wigner matrices of the edge frames are built per chunk (the Wigner matrices once per
+        chunk and layer). Results are equal to round-off; with gradients recorded each chunk is recomputed in
+        the backward pass (:mod:`zoo.nn.chunking`). A runtime setting, not part of the checkpoint; the ASE
+        calculator's and :func:`zoo.predict`'s ``max_edges_per_chunk`` set it for their calls.
+        """
+        self.edge_chunk_size = check_max_edges(max_edges)
+        for module in self.modules():
+            if isinstance(module, MessageBlock):
+                module.edge_chunk_size = self.edge_chunk_size
+
     def _check(self, graph: Data) -> Tensor:
         """Validate the graph's fields, dtype and atomic numbers; return ``z`` as long."""
         for field in self.reads:
@@ -453,8 +493,12 @@ class ESCN(nn.Module):
         z = self._check(graph)
         vec, length = edge_vectors(graph)
         frame = self.edge_frame if perpendicular is None else perpendicular
-        wigner, _ = edge_wigner(vec.detach(), self.lmax, perpendicular=frame)
-        rotation = EdgeRotation.from_wigner(wigner, self.layout, rescale=False)
+        rotation: Rotation
+        if self.edge_chunk_size is not None and graph.edge_index.shape[1] > self.edge_chunk_size:
+            rotation = LazyEdgeRotation(vec, self.layout, perpendicular=frame, rescale=False)  # built per chunk
+        else:
+            wigner, _ = edge_wigner(vec.detach(), self.lmax, perpendicular=frame)
+            rotation = EdgeRotation.from_wigner(wigner, self.layout, rescale=False)
         embedding = self.sphere_embedding(z)  # [N, C]
         x = embedding.new_zeros(z.shape[0], (self.lmax + 1) ** 2, embedding.shape[1])
         x[:, 0] = embedding

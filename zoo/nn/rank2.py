@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.geometry import spherical_harmonics
+from zoo.nn.chunking import chunked_scatter_sum
 from zoo.nn.norm import NormType, equivariant_norm
 
 __all__ = ["Rank2SymmetricHead", "rank2_change_of_basis"]
@@ -81,11 +82,15 @@ def _mlp(width: int, num_layers: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(width, 1))
 
 
+def _divide_by_count(total: Tensor, index: Tensor) -> Tensor:
+    """Sums ``total [size, ...]`` of values grouped by ``index [E]`` divided by the group sizes (at least 1)."""
+    count = torch.bincount(index, minlength=total.shape[0]).clamp(min=1).to(total.dtype)
+    return total / count.reshape(-1, *([1] * (total.dim() - 1)))
+
+
 def _mean_at(values: Tensor, index: Tensor, size: int) -> Tensor:
     """Mean of ``values [E, ...]`` grouped by ``index [E]`` into ``[size, ...]`` (0 for empty groups)."""
-    total = values.new_zeros(size, *values.shape[1:]).index_add_(0, index, values)
-    count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
-    return total / count.reshape(-1, *([1] * (values.dim() - 1)))
+    return _divide_by_count(values.new_zeros(size, *values.shape[1:]).index_add_(0, index, values), index)
 
 
 class Rank2SymmetricHead(nn.Module):
@@ -106,6 +111,10 @@ class Rank2SymmetricHead(nn.Module):
         avg_num_nodes: the divisor of ``extensive`` (fairchem's default 1).
         isotropic_mean, isotropic_std, anisotropic_mean, anisotropic_std: output normalisers (``out * std +
             mean``) of the two parts, in the output's units.
+
+    With ``edge_chunk_size`` set (``None`` by default; the model's ``set_edge_chunk_size``) and more edges than
+    that, the edge terms are computed and summed for chunks of whole targets at a time
+    (:func:`zoo.nn.chunking.chunked_scatter_sum`), then divided by the degrees: equal to round-off.
 
     Shapes: ``x [N, K, C]``, ``edge_index [2, E]``, ``vec [E, 3]`` (source minus target), ``batch [N]`` ->
     ``[B, 3, 3]``, symmetric.
@@ -132,6 +141,7 @@ class Rank2SymmetricHead(nn.Module):
             raise ValueError(f"num_mlp_layers must be >= 1, got {num_mlp_layers}")
         self.lmax, self.use_source_target_embedding = lmax, use_source_target_embedding
         self.edge_level_mlp, self.extensive, self.avg_num_nodes = edge_level_mlp, extensive, avg_num_nodes
+        self.edge_chunk_size: int | None = None
         self.isotropic_mean, self.isotropic_std = isotropic_mean, isotropic_std
         self.anisotropic_mean, self.anisotropic_std = anisotropic_mean, anisotropic_std
         width = 2 * sphere_channels if use_source_target_embedding else sphere_channels
@@ -142,9 +152,10 @@ class Rank2SymmetricHead(nn.Module):
         )
         self.register_buffer("change_of_basis", rank2_change_of_basis(torch.get_default_dtype()), persistent=False)
 
-    def forward(self, x: Tensor, edge_index: Tensor, vec: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    def edge_terms(self, x: Tensor, edge_index: Tensor, vec: Tensor) -> tuple[Tensor, Tensor]:
+        """What is averaged over each target's edges: the edge features ``[E, C']`` and their degree-2 part
+        ``[E, 5, C']``, or with ``edge_level_mlp`` the MLPs of them, ``[E, 1]`` and ``[E, 5, 1]``."""
         source, target = edge_index
-        num_nodes = x.shape[0]
         vec = vec.detach()
         weights = spherical_harmonics(self.lmax, vec, normalize=False, normalization="integral")  # [E, K]
         weights = self.sphharm_norm(weights[:, :, None])[:, :, 0]
@@ -152,13 +163,28 @@ class Rank2SymmetricHead(nn.Module):
         x_edge = self.xedge_layer_norm(torch.einsum("ekc, ek -> ec", x_edge, weights))  # [E, C']
         y2 = spherical_harmonics(2, vec, normalize=True, normalization="integral")[:, 4:]  # [E, 5]
         irrep2 = y2[:, :, None] * x_edge[:, None, :]  # [E, 5, C']
-        scalar_mlp, irrep2_mlp = self.block["scalar_MLP"], self.block["irrep2_MLP"]
         if self.edge_level_mlp:
-            node_scalar = _mean_at(scalar_mlp(x_edge), target, num_nodes)  # [N, 1]
-            node_irrep2 = _mean_at(irrep2_mlp(irrep2), target, num_nodes)  # [N, 5, 1]
+            return self.block["scalar_MLP"](x_edge), self.block["irrep2_MLP"](irrep2)
+        return x_edge, irrep2
+
+    def forward(self, x: Tensor, edge_index: Tensor, vec: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        target = edge_index[1]
+        num_nodes = x.shape[0]
+        if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
+            sums = chunked_scatter_sum(
+                lambda chunk: self.edge_terms(x, chunk.edge_index, vec[chunk.edges]),
+                edge_index,
+                num_nodes,
+                self.edge_chunk_size,
+            )
+            node_scalar, node_irrep2 = (_divide_by_count(total, target) for total in sums)
         else:
-            node_scalar = scalar_mlp(_mean_at(x_edge, target, num_nodes))
-            node_irrep2 = irrep2_mlp(_mean_at(irrep2, target, num_nodes))
+            node_scalar, node_irrep2 = (
+                _mean_at(terms, target, num_nodes) for terms in self.edge_terms(x, edge_index, vec)
+            )
+        if not self.edge_level_mlp:
+            node_scalar = self.block["scalar_MLP"](node_scalar)  # [N, 1]
+            node_irrep2 = self.block["irrep2_MLP"](node_irrep2)  # [N, 5, 1]
         if self.extensive:
             scalar = node_scalar.new_zeros(num_graphs, 1).index_add_(0, batch, node_scalar) / self.avg_num_nodes
             aniso = node_irrep2.new_zeros(num_graphs, 5).index_add_(0, batch, node_irrep2[..., 0]) / self.avg_num_nodes

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CoefficientLayout", "EdgeRotation", "SO3Linear", "degree_index"]
+from zoo.geometry import edge_wigner
+
+__all__ = ["CoefficientLayout", "EdgeRotation", "LazyEdgeRotation", "SO3Linear", "degree_index"]
 
 
 def degree_index(lmax: int) -> Tensor:
@@ -86,7 +89,8 @@ class CoefficientLayout:
 class EdgeRotation:
     r"""Per-edge Wigner matrices :math:`D(R_e)` and the rotations into and out of the edge frames.
 
-    Build it with :meth:`from_wigner` from the output of :func:`zoo.geometry.edge_wigner`.
+    Build it with :meth:`from_wigner` from the output of :func:`zoo.geometry.edge_wigner`;
+    ``rotation[edges]`` is the rotation of a subset of the edges (a slice or edge ids).
 
     Attributes:
         wigner_in: ``[E, K_r, K]`` rows :math:`\mathcal{M}` of :math:`D(R_e)`.
@@ -109,6 +113,9 @@ class EdgeRotation:
             wigner_out = wigner_out * layout.rescale.to(device=wigner.device, dtype=wigner.dtype)
         return cls(wigner[:, reduced, :], wigner_out)
 
+    def __getitem__(self, edges: slice | Tensor) -> EdgeRotation:
+        return EdgeRotation(self.wigner_in[edges], self.wigner_out[edges])
+
     def rotate(self, x: Tensor) -> Tensor:
         """``[E, K, C]`` -> ``[E, K_r, C]`` in the edge frames, orders :math:`|m| > m_{max}` dropped."""
         return torch.bmm(self.wigner_in, x)
@@ -116,6 +123,53 @@ class EdgeRotation:
     def rotate_back(self, x: Tensor) -> Tensor:
         """``[E, K_r, C]`` in the edge frames -> ``[E, K, C]`` in the global frame."""
         return torch.bmm(self.wigner_out, x)
+
+
+class LazyEdgeRotation:
+    r"""The :class:`EdgeRotation` of any subset of the edges, built when asked for from the edge vectors.
+
+    ``lazy[edges]`` equals ``EdgeRotation.from_wigner(edge_wigner(vec, lmax, perpendicular=...)[0], layout)[edges]``
+    but builds the Wigner matrices of those edges only, so that a layer processing its edges in chunks
+    (:mod:`zoo.nn.chunking`) never holds them all (:math:`2 K_r K` numbers per edge, about 11 KB in float32
+    at :math:`l_{max} = 6, m_{max} = 2`). Each call builds them again. With ``perpendicular="random"`` the
+    auxiliary vectors are drawn once, here (``torch.rand_like(vec) - 0.5``, the draw of
+    :func:`zoo.geometry.edge_rotation_matrix`), so every subset and every call use the same frames.
+
+    Args:
+        vec: ``[E, 3]`` edge vectors (detached here; the frames are constants).
+        layout: the :math:`(l_{max}, m_{max})` layout.
+        perpendicular: the roll of the frames, as :func:`zoo.geometry.edge_wigner` takes it.
+        rescale: as :meth:`EdgeRotation.from_wigner`.
+
+    Example:
+        >>> vec = torch.randn(6, 3, dtype=torch.float64)
+        >>> layout = CoefficientLayout(2, 1)
+        >>> whole = EdgeRotation.from_wigner(edge_wigner(vec, 2)[0], layout)
+        >>> torch.allclose(LazyEdgeRotation(vec, layout)[2:4].wigner_in, whole[2:4].wigner_in)
+        True
+    """
+
+    def __init__(
+        self,
+        vec: Tensor,
+        layout: CoefficientLayout,
+        *,
+        perpendicular: Literal["deterministic", "random"] | Tensor = "deterministic",
+        rescale: bool = True,
+    ) -> None:
+        self.vec, self.layout, self.rescale = vec.detach(), layout, rescale
+        if isinstance(perpendicular, Tensor) and perpendicular.shape != vec.shape:
+            raise ValueError(
+                f"perpendicular must match vec in shape {tuple(vec.shape)}, got {tuple(perpendicular.shape)}"
+            )
+        if isinstance(perpendicular, str) and perpendicular == "random":
+            perpendicular = torch.rand_like(self.vec) - 0.5
+        self.perpendicular = perpendicular
+
+    def __getitem__(self, edges: slice | Tensor) -> EdgeRotation:
+        perpendicular = self.perpendicular if isinstance(self.perpendicular, str) else self.perpendicular[edges]
+        wigner, _ = edge_wigner(self.vec[edges], self.layout.lmax, perpendicular=perpendicular)
+        return EdgeRotation.from_wigner(wigner, self.layout, rescale=self.rescale)
 
 
 class SO3Linear(nn.Module):
