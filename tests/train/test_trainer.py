@@ -125,3 +125,31 @@ def test_zoo_train_from_a_config_file(tmp_path, emt_data, capsys):
 
     assert main(["finetune", str(output / "model"), "-c", str(config), "--train", "x", "-o", str(tmp_path / "b")]) == 2
     assert "remove the model: section" in capsys.readouterr().err
+
+
+class PerGraphDenoiser(Denoiser):
+    """Returns per-graph losses ``[B]`` as EDM.loss does; the trainer minimises their mean."""
+
+    def loss(self, batch) -> torch.Tensor:
+        noise = 0.1 * torch.randn_like(batch.pos)
+        graph = node_graph_index(batch)
+        predicted = self.net(torch.cat([self.embed(batch.z), batch.pos + noise], dim=-1))
+        per_atom = (predicted - noise).square().sum(dim=1)
+        return torch.zeros(num_graphs(batch), dtype=per_atom.dtype).index_add(0, graph, per_atom) / batch.natoms
+
+
+def test_per_graph_losses_are_averaged(emt_data):
+    torch.manual_seed(0)
+    config = _config("loss.kind=model", "train.epochs=3", "data.batch_size=4", "optim.lr=0.01")
+    graphs = _graphs(emt_data["train"])
+    trainer = Trainer(PerGraphDenoiser(), config, graphs, _graphs(emt_data["val"]), dist=SINGLE, output_dir=None)
+    result = trainer.fit()
+    assert set(result.step0) == {"val_loss"}
+    assert result.best["val_loss"] < result.step0["val_loss"]
+
+    class Bad(Denoiser):
+        def loss(self, batch):
+            return [1.0]
+
+    with pytest.raises(TypeError, match="tensor of per-graph losses or a dict"):
+        Trainer(Bad(), config, graphs, [], dist=SINGLE, output_dir=None).fit()

@@ -105,8 +105,8 @@ class LossConfig(_Section):
     """What the model is trained on.
 
     ``kind: targets`` (potentials, property and dynamics models) compares named outputs with labels;
-    ``kind: model`` calls the model's own ``model.loss(batch) -> dict`` (diffusion models) and minimises its
-    ``"loss"`` entry.
+    ``kind: model`` calls the model's own ``model.loss(batch)`` (diffusion models) and minimises the mean of the
+    per-graph losses it returns, or its ``"loss"`` entry if it returns a dict.
     """
 
     kind: Literal["targets", "model"] = "targets"

@@ -92,10 +92,21 @@ class ModelLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
-        output = self.model.loss(batch)
-        if not isinstance(output, dict) or "loss" not in output:
-            raise TypeError(f"{type(self.model).__name__}.loss(batch) must return a dict with a 'loss' entry")
-        return output
+        return model_loss(self.model, batch)
+
+
+def model_loss(model: torch.nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+    """``model.loss(batch)`` as a dict with a scalar ``"loss"``: a tensor of per-graph losses (what diffusion
+    models such as :class:`~zoo.models.edm.EDM` return) becomes ``{"loss": its mean}``."""
+    output = model.loss(batch)
+    if isinstance(output, torch.Tensor):
+        return {"loss": output.mean()}
+    if not isinstance(output, dict) or "loss" not in output:
+        raise TypeError(
+            f"{type(model).__name__}.loss(batch) must return a tensor of per-graph losses or a dict with a 'loss' "
+            f"entry, got {type(output).__name__}"
+        )
+    return output
 
 
 @dataclass
@@ -369,7 +380,7 @@ class Trainer:
         with torch.enable_grad():
             for batch in self._val_batches(graphs):
                 with self._autocast():
-                    output = model.loss(batch)
+                    output = model_loss(model, batch)
                 size = num_graphs(batch)
                 count += size
                 for key, value in output.items():
