@@ -507,7 +507,7 @@ class Trainer:
                 stopped_early = self._end_epoch()
                 if stopped_early:
                     self.reporter.message(
-                        f"early stopping: {run.monitor} did not improve for {self.bad_epochs} epoch(s); "
+                        f"early stopping: {run.monitor} did not improve for {self.bad_epochs} validation(s); "
                         f"best at step {self.best_step}"
                     )
         finally:
