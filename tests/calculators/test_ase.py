@@ -148,3 +148,44 @@ def test_equiformer_v2_through_the_calculator_matches_its_forward():
     assert np.abs(atoms.get_forces() - expected["forces"].detach().numpy()).max() < 1e-10
     with pytest.raises(PropertyNotImplementedError, match="no stress"):
         atoms.get_stress()
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_neighbour_convention_of_the_model_is_used_everywhere(strict, tmp_path):
+    """An OC22-style model (``enforce_max_neighbors_strictly=False``) gets its non-strict neighbour list from the
+    calculator, zoo.predict, the RadiusGraph transform and the trainer alike."""
+    import ase.io
+    from ase.build import bulk
+
+    from zoo.datasets.transforms import RadiusGraph
+    from zoo.graph import from_ase, radius_graph
+    from zoo.train.data import load_graphs, read_structures
+
+    torch.manual_seed(0)
+    args = {"num_layers": 1, "sphere_channels": 8, "attn_hidden_channels": 8, "num_heads": 2, "attn_alpha_channels": 4}
+    args |= {"attn_value_channels": 4, "ffn_hidden_channels": 8, "lmax": 2, "mmax": 1, "edge_channels": 8}
+    model = zoo.create_model(
+        "equiformer_v2", max_radius=6.0, max_neighbors=8, enforce_max_neighbors_strictly=strict, **args
+    )
+    model = model.double().eval()
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)  # perfect crystal: 12 nearest neighbours tie at the 8th
+    expected_graph = radius_graph(
+        from_ase(atoms, dtype=torch.float64), 6.0, max_neighbors=8, strict_max_neighbors=strict
+    )
+    assert (expected_graph.edge_index.shape[1] == 4 * 8) is strict
+    expected = model(expected_graph)
+
+    atoms.calc = zoo.calculator(model)
+    assert atoms.get_potential_energy() == pytest.approx(expected["energy"].item(), abs=1e-10)
+    (predicted,) = zoo.predict(model, [atoms.copy()])
+    assert predicted["energy"] == pytest.approx(expected["energy"].item(), abs=1e-10)
+
+    metadata = model.metadata
+    transform = RadiusGraph(6.0, metadata["max_neighbors"], metadata["strict_max_neighbors"])
+    assert torch.equal(transform(from_ase(atoms, dtype=torch.float64)).edge_index, expected_graph.edge_index)
+    ase.io.write(tmp_path / "cu.extxyz", atoms)
+    (graph,) = load_graphs(
+        read_structures([tmp_path / "cu.extxyz"]), 6.0, dtype=torch.float64, labels=(), max_neighbors=8,
+        strict_max_neighbors=strict,
+    )  # fmt: skip
+    assert torch.equal(graph.edge_index, expected_graph.edge_index)

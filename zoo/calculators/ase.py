@@ -163,6 +163,7 @@ class ZooCalculator(Calculator):
         self.metadata = check_potential(self.model)
         self.cutoff = float(self.metadata["cutoff"])
         self.max_neighbors = self.metadata.get("max_neighbors")
+        self.strict_max_neighbors = bool(self.metadata.get("strict_max_neighbors", True))
         if skin < 0:
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
         self.skin = 0.0 if self.max_neighbors is not None else float(skin)
@@ -181,7 +182,12 @@ class ZooCalculator(Calculator):
         )
         if not reusable:
             graph = graph_for_model(atoms, self.metadata, self.dtype)
-            self._graph = radius_graph(graph, self.cutoff + self.skin, max_neighbors=self.max_neighbors)
+            self._graph = radius_graph(
+                graph,
+                self.cutoff + self.skin,
+                max_neighbors=self.max_neighbors,
+                strict_max_neighbors=self.strict_max_neighbors,
+            )
             self._reference_pos = pos
             self.neighbor_list_builds += 1
         graph = self._graph.clone()

@@ -111,7 +111,12 @@ def predict(
     results: list[dict[str, Any]] = []
     for batch in _batches(iter_structures(structures), batch_size, max_atoms):
         graph = batch_graphs([graph_for_model(atoms, metadata, dtype) for atoms in batch])
-        graph = radius_graph(graph, float(metadata["cutoff"]), max_neighbors=metadata.get("max_neighbors"))
+        graph = radius_graph(
+            graph,
+            float(metadata["cutoff"]),
+            max_neighbors=metadata.get("max_neighbors"),
+            strict_max_neighbors=bool(metadata.get("strict_max_neighbors", True)),
+        )
         with_stress = stress_mode in ("conservative", "direct") and bool(batch[0].pbc.all())
         options = {"compute_stress": True} if with_stress and stress_mode == "conservative" else {}
         output = run_potential(model, graph.to(device), max_edges_per_chunk=max_edges_per_chunk, **options)

@@ -64,13 +64,17 @@ class Compose:
 @dataclass(frozen=True)
 class RadiusGraph:
     """Edges within ``cutoff`` (Å) with periodic images, from :func:`zoo.graph.radius_graph` (the project's one
-    neighbour list): adds ``edge_index [2, E]`` and ``edge_shift [E, 3]``."""
+    neighbour list): adds ``edge_index [2, E]`` and ``edge_shift [E, 3]``. ``max_neighbors`` and
+    ``strict_max_neighbors`` as in :func:`zoo.graph.neighbor_list` (a model's ``metadata`` names both)."""
 
     cutoff: float
     max_neighbors: int | None = None
+    strict_max_neighbors: bool = True
 
     def __call__(self, graph: AtomsGraph) -> AtomsGraph:
-        return radius_graph(graph, self.cutoff, max_neighbors=self.max_neighbors)
+        return radius_graph(
+            graph, self.cutoff, max_neighbors=self.max_neighbors, strict_max_neighbors=self.strict_max_neighbors
+        )
 
 
 @dataclass(frozen=True)

@@ -209,8 +209,11 @@ def load_graphs(
     dtype: torch.dtype,
     keys: dict[str, str] | None = None,
     labels: Collection[str] | None = None,
+    max_neighbors: int | None = None,
+    strict_max_neighbors: bool = True,
 ) -> list[AtomsGraph]:
-    """Convert validated structures to graphs with a neighbour list of radius ``cutoff`` (Å).
+    """Convert validated structures to graphs with a neighbour list of radius ``cutoff`` (Å), keeping at most
+    ``max_neighbors`` per atom as the model does (``strict_max_neighbors``: see :func:`zoo.graph.neighbor_list`).
 
     With ``labels`` (the targets the loss uses), the energy/forces/stress labels it does not name are dropped,
     so data where only some structures carry a label (e.g. stress on bulk cells only) still batch together.
@@ -233,7 +236,9 @@ def load_graphs(
             for unused in _LABELS.difference(labels if labels is not None else _LABELS):
                 if unused in graph:
                     del graph[unused]
-            graphs.append(radius_graph(graph, cutoff))
+            graphs.append(
+                radius_graph(graph, cutoff, max_neighbors=max_neighbors, strict_max_neighbors=strict_max_neighbors)
+            )
         except GraphError as exc:
             problems.append(f"{structure.where}: {exc}")
     if problems:

@@ -112,8 +112,16 @@ def _file_graphs(
         )
     except DataError as exc:
         raise DataError(f"the data was checked before training and is not usable: {exc}") from None
-    train_graphs = load_graphs(train_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
-    val_graphs = load_graphs(val_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None)
+    neighbors = {  # the model's own neighbour-list convention (EquiformerV2/eSCN keep the nearest max_neighbors)
+        "max_neighbors": metadata.get("max_neighbors"),
+        "strict_max_neighbors": bool(metadata.get("strict_max_neighbors", True)),
+    }
+    train_graphs = load_graphs(
+        train_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None, **neighbors
+    )
+    val_graphs = load_graphs(
+        val_structures, float(cutoff), dtype=dtype, keys=keys, labels=required or None, **neighbors
+    )
     data = [
         *(DataFile.describe(p, "train", sum(s.source == p for s in train_structures)) for p in config.data.train),
         *(DataFile.describe(p, "val", sum(s.source == p for s in val_structures)) for p in config.data.val),
