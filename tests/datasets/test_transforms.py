@@ -103,6 +103,7 @@ def test_noise_transforms() -> None:
 def test_compose_repr_names_every_parameter() -> None:
     transform = Compose([RadiusGraph(cutoff=5.0), ElementMapping([1, 8])])
     assert repr(transform) == (
-        "Compose(transforms=(RadiusGraph(cutoff=5.0, max_neighbors=None, strict_max_neighbors=True), ElementMapping(elements=(1, 8))))"
+        "Compose(transforms=(RadiusGraph(cutoff=5.0, max_neighbors=None, strict_max_neighbors=True), "
+        "ElementMapping(elements=(1, 8))))"
     )
     assert repr(transform) != repr(Compose([RadiusGraph(cutoff=6.0), ElementMapping([1, 8])]))
