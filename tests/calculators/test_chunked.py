@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import add_adsorbate, bulk, fcc111, molecule
+from ase.build import bulk
+from chunk_systems import SYSTEMS, molecular, periodic, slab
 
 import zoo
 import zoo.models.egnn
@@ -26,29 +27,6 @@ def potential():
     torch.manual_seed(0)
     model = zoo.create_model("egnn-potential", hidden_nf=16, n_layers=2, cutoff=CUTOFF, elements=ELEMENTS)
     return model.double().eval()
-
-
-def periodic() -> Atoms:
-    atoms = bulk("Cu", "fcc", a=3.65, cubic=True).repeat((2, 2, 1))
-    atoms[0].symbol = "Au"
-    atoms.rattle(0.05, seed=0)
-    return atoms
-
-
-def slab() -> Atoms:
-    atoms = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
-    add_adsorbate(atoms, "O", 1.6, "fcc")
-    atoms.rattle(0.05, seed=1)
-    return atoms
-
-
-def molecular() -> Atoms:
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=2)
-    return atoms
-
-
-SYSTEMS = {"periodic": periodic, "slab": slab, "molecule": molecular}
 
 
 def graph_of(atoms: Atoms):

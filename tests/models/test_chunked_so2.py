@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import add_adsorbate, bulk, fcc111, molecule
+from chunk_systems import SYSTEMS, molecular, periodic, slab
 
 import zoo
 import zoo.models.equiformer_v2
@@ -77,29 +77,6 @@ MODELS = ["eqv2", "eqv2-stress", "eqv2-omat", "escn"]
 @pytest.fixture(scope="module")
 def models() -> dict[str, torch.nn.Module]:
     return {name: build(name) for name in MODELS}
-
-
-def periodic() -> Atoms:
-    atoms = bulk("Cu", "fcc", a=3.65, cubic=True).repeat((2, 2, 1))
-    atoms[0].symbol = "Au"
-    atoms.rattle(0.05, seed=0)
-    return atoms
-
-
-def slab() -> Atoms:
-    atoms = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
-    add_adsorbate(atoms, "O", 1.6, "fcc")
-    atoms.rattle(0.05, seed=1)
-    return atoms
-
-
-def molecular() -> Atoms:
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=2)
-    return atoms
-
-
-SYSTEMS = {"periodic": periodic, "slab": slab, "molecule": molecular}
 
 
 def graph_of(atoms: Atoms):
