@@ -6,13 +6,15 @@ A fairchem checkpoint is a pickle ``{"state_dict", "config", "normalizers", "ema
 1. reads the model configuration from ``config`` — legacy ``{"model": name, "model_attributes": {...}}``,
    ``{"model": {"name": ..., ...}}``, or the backbone + heads ("hydra") layout
    ``{"model": {"name": "hydra", "backbone": {...}, "heads": {...}}}``, whose heads may include the OMat24
-   ``rank2_symmetric_head`` stress head — and maps it to zoo's constructor arguments (:func:`model_args`;
+   ``rank2_symmetric_head`` stress head; the DeNS backbone ``equiformer_v2_dens_backbone`` (``EqV2DeNSBackbone``)
+   with its heads becomes ``dens=True`` — and maps it to zoo's constructor arguments (:func:`model_args`;
    eSCN attributes the configuration leaves out take fairchem's defaults), refusing options zoo does not
    implement;
 2. takes the plain ``state_dict`` weights, as fairchem's ASE calculator predicts with them, or with
    ``use_ema=True`` the EMA shadow parameters (paired with the trainable parameters in registration order);
 3. remaps keys (:func:`convert_state_dict`): strips zero to two ``module.`` prefixes, moves the hydra
-   ``backbone.`` / ``output_heads.<name>.`` entries to the monolithic names, and drops derived constants
+   ``backbone.`` / ``output_heads.<name>.`` entries to the monolithic names (the DeNS heads' ``scalar_block``
+   and ``vector_block`` to ``energy_block`` and ``force_block``), and drops derived constants
    (Wigner index maps, S2 grids, index buffers) that zoo rebuilds;
 4. carries the normalisers (``out * std + mean``; for the stress, those of its isotropic and anisotropic
    parts, recombined after denormalising as fairchem's trainer does) and the energy references (OC22 linear
@@ -95,14 +97,39 @@ _ESCN_DEFAULTS = {
     "resolution": None,
     "regress_forces": True,
 }
+_DENS_MODULE = "fairchem.core.models.equiformer_v2.equiformer_v2_dens."
+_DENS_BACKBONES = frozenset({"equiformer_v2_dens_backbone", _DENS_MODULE + "EqV2DeNSBackbone"})
 _FAMILIES = {
     "equiformer_v2": "equiformer_v2",
     "equiformer_v2_backbone": "equiformer_v2",
+    **dict.fromkeys(_DENS_BACKBONES, "equiformer_v2"),
     "escn": "escn",
     "escn_backbone": "escn",
 }
 # Hydra head name -> where its parameters live in zoo's model (``output_heads.<name>.<rest>`` -> ``<prefix><rest>``).
 _HEADS = {"energy": "", "forces": "", "stress": "stress_head."}
+# DeNS head modules (fairchem 1.10's registry names and class paths, and those of the earlier DeNS code the
+# MPtrj configurations name) and their block names in the 1.10 code.
+_DENS_HEADS = {
+    "energy": frozenset(
+        {
+            "eqV2_DeNS_scalar_head",
+            _DENS_MODULE + "DeNSScalarHead",
+            "equiformer_v2_dens_energy_head",
+            _DENS_MODULE + "DeNSEnergyHead",
+        }
+    ),
+    "forces": frozenset(
+        {
+            "eqV2_DeNS_vector_head",
+            _DENS_MODULE + "DeNSVectorHead",
+            "equiformer_v2_dens_force_head",
+            _DENS_MODULE + "DeNSForceHead",
+        }
+    ),
+    "stress": frozenset({"dens_rank2_symmetric_head", _DENS_MODULE + "DeNSRank2Head"}),
+}
+_HEAD_BLOCKS = {"scalar_block.": "energy_block.", "vector_block.": "force_block."}
 _STRESS_MODULE = "rank2_symmetric_head"
 _STRESS_ARGS = ("use_source_target_embedding", "edge_level_mlp", "num_mlp_layers", "extensive", "avg_num_nodes")
 
@@ -124,11 +151,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _stress_head(head: Mapping[str, Any]) -> dict[str, Any]:
-    """zoo :class:`~zoo.nn.rank2.Rank2SymmetricHead` arguments from fairchem's stress head configuration."""
-    if head.get("module") != _STRESS_MODULE:
+def _stress_head(head: Mapping[str, Any], dens: bool) -> dict[str, Any]:
+    """zoo :class:`~zoo.nn.rank2.Rank2SymmetricHead` arguments from fairchem's stress head configuration
+    (``rank2_symmetric_head``, or its DeNS subclass on the DeNS backbone: the same head at inference)."""
+    allowed = {_STRESS_MODULE} | (_DENS_HEADS["stress"] if dens else set())
+    if head.get("module") not in allowed:
         raise ConversionError(
-            f"config.model.heads.stress.module={head.get('module')!r}: zoo converts only {_STRESS_MODULE!r}"
+            f"config.model.heads.stress.module={head.get('module')!r}: zoo converts only {sorted(allowed)}"
+            + ("" if dens else " on this backbone (the DeNS heads need the DeNS backbone)")
         )
     if not head.get("decompose", False):
         raise ConversionError("config.model.heads.stress.decompose=False: zoo converts only decompose=True")
@@ -137,8 +167,20 @@ def _stress_head(head: Mapping[str, Any]) -> dict[str, Any]:
     return {key: head[key] for key in _STRESS_ARGS if key in head}
 
 
-def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool, dict[str, Any] | None]:
-    """``(family, fairchem model attributes, hydra layout?, stress head arguments)`` from a checkpoint's
+def _check_dens_heads(heads: Mapping[str, Any], dens: bool) -> None:
+    """The DeNS backbone comes with DeNS energy and force heads (the force head holds the denoising block),
+    and the DeNS energy and force heads with the DeNS backbone."""
+    for head in ("energy", "forces"):
+        if head not in heads:
+            continue
+        module = (heads[head] or {}).get("module")
+        if (module in _DENS_HEADS[head]) != dens:
+            need = "a DeNS head" if dens else "the DeNS backbone"
+            raise ConversionError(f"config.model.heads.{head}.module={module!r}: this configuration needs {need}")
+
+
+def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool, dict[str, Any] | None, bool]:
+    """``(family, fairchem model attributes, hydra layout?, stress head arguments, DeNS?)`` from a checkpoint's
     ``config``."""
     model = config.get("model")
     stress = None
@@ -157,7 +199,9 @@ def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool,
         if reduce != "sum":
             raise ConversionError(f"config.model.heads.energy.reduce={reduce!r}: zoo converts only 'sum'")
         if "stress" in heads:
-            stress = _stress_head(heads["stress"] or {})
+            stress = _stress_head(heads["stress"] or {}, name in _DENS_BACKBONES)
+        if name in _FAMILIES:
+            _check_dens_heads(heads, name in _DENS_BACKBONES)
     elif isinstance(model, Mapping):
         attributes = dict(model)
         name, hydra = attributes.pop("name", None), False
@@ -167,11 +211,18 @@ def _model_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any], bool,
         raise ConversionError(f"config.model: {name!r} is not an eSCN or EquiformerV2 model ({sorted(_FAMILIES)})")
     if stress is not None and _FAMILIES[name] != "equiformer_v2":
         raise ConversionError(f"config.model.heads.stress: zoo converts a stress head on EquiformerV2 only, not {name}")
-    return _FAMILIES[name], attributes, hydra, stress
+    if name in _DENS_BACKBONES and not hydra:
+        raise ConversionError(f"config.model: {name!r} comes as a backbone with heads (hydra layout) only")
+    return _FAMILIES[name], attributes, hydra, stress, name in _DENS_BACKBONES
 
 
-def model_args(family: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """zoo constructor arguments from fairchem's model attributes (defaults are fairchem's where absent)."""
+def model_args(family: str, attributes: Mapping[str, Any], *, dens: bool = False) -> dict[str, Any]:
+    """zoo constructor arguments from fairchem's model attributes (defaults are fairchem's where absent).
+
+    ``dens``: the attributes are those of ``EqV2DeNSBackbone``; its denoising switches (``use_force_encoding``,
+    ``use_denoising_energy``, ``use_denoising_stress``) act in training only, ``use_noise_schedule_sigma_encoding``
+    adds a parameter.
+    """
     lmax_list, mmax_list = attributes.get("lmax_list", [6]), attributes.get("mmax_list", [2])
     if len(lmax_list) != 1 or len(mmax_list) != 1:
         raise ConversionError(f"lmax_list/mmax_list {lmax_list}/{mmax_list}: zoo supports one resolution only")
@@ -183,6 +234,8 @@ def model_args(family: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
                     f"model attribute {key}={attributes[key]!r} is not supported (only {supported!r})"
                 )
         args.update({k: attributes[k] for k in _EQV2_ARGS if attributes.get(k) is not None})
+        if dens:
+            args.update(dens=True, dens_sigma_encoding=bool(attributes.get("use_noise_schedule_sigma_encoding", False)))
     else:
         if attributes.get("distance_function", "gaussian") != "gaussian":
             raise ConversionError(f"distance_function={attributes['distance_function']!r}: only 'gaussian'")
@@ -209,6 +262,9 @@ def _monolithic_name(key: str) -> str:
         head, rest = match.groups()
         if head not in _HEADS:
             raise ConversionError(f"state_dict key {key!r}: head {head!r} is not supported ({', '.join(_HEADS)})")
+        for dens_block, block in _HEAD_BLOCKS.items():
+            if rest.startswith(dens_block):
+                rest = block + rest.removeprefix(dens_block)
         return _HEADS[head] + rest
     return key
 
@@ -306,8 +362,8 @@ def convert_fairchem(
         weights loaded ``strict=True`` and ``metadata["source"]`` describing the conversion.
     """
     checkpoint = load_checkpoint(path)
-    family, attributes, hydra, stress = _model_config(checkpoint["config"])
-    args = model_args(family, attributes)
+    family, attributes, hydra, stress, dens = _model_config(checkpoint["config"])
+    args = model_args(family, attributes, dens=dens)
     normalizers = checkpoint.get("normalizers") or {}
     energy_mean, energy_std = _normaliser(normalizers, "energy", "target")
     forces_mean, forces_std = _normaliser(normalizers, "forces", "grad_target")

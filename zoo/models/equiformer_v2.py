@@ -28,6 +28,14 @@ normaliser :math:`(\mu, \sigma)` of the checkpoint and per-element references :m
 references, OMat element references). With ``stress_head`` (the OMat24 checkpoints) a third head,
 :class:`~zoo.nn.rank2.Rank2SymmetricHead`, predicts the stress directly from the same features.
 
+With ``dens`` the model is fairchem's DeNS variant (denoising non-equilibrium structures, Liao et al. 2024;
+``EqV2DeNSBackbone`` and its heads): training encodes the forces of a noised structure into the initial
+features, :math:`x_i^{(0)} \mathrel{+}= W_F\,(|f_i| / \sqrt 3)\, Y(\hat f_i) + b_F`, and predicts the noise
+with a twin of the force head, ``denoising_pos_block``. On a clean structure (inference) the encoded force is
+zero, so only the bias :math:`b_F` of ``force_embedding`` reaches the degree-0 features (and the bias of
+``noise_schedule_sigma_embedding`` with ``dens_sigma_encoding``), and fairchem's force output is
+``0 * denoising + forces``: zoo adds the biases and does not run the twin, whose weights it keeps.
+
 The edge frames' roll about each edge is a free choice (``edge_frame``): fairchem draws it at random at every
 call; zoo uses a deterministic choice by default. The S2 activations are only approximately invariant to it,
 so outputs move by about :math:`10^{-5}` eV/Å between choices (see UPSTREAM-NOTES); pass ``perpendicular=``
@@ -400,6 +408,10 @@ class EquiformerV2(nn.Module):
         stress_head: keyword arguments of a :class:`~zoo.nn.rank2.Rank2SymmetricHead` (its normalisers
             included) to predict the stress; ``None``: no stress.
         edge_frame: default roll of the edge frames, ``"deterministic"`` or fairchem's ``"random"``.
+        dens: the DeNS variant: hold ``force_embedding`` (an :class:`~zoo.nn.SO3Linear` from one channel)
+            and, with the force head, ``denoising_pos_block``; predict as fairchem does for clean structures.
+        dens_sigma_encoding: with ``dens``, hold ``noise_schedule_sigma_embedding`` (fairchem's
+            ``use_noise_schedule_sigma_encoding``; a zero noise level adds its bias to the degree-0 features).
 
     Memory: with ``edge_chunk_size`` set (:meth:`set_edge_chunk_size`, ``None`` by default) and more edges than
     that, every per-edge computation runs chunk by chunk (:mod:`zoo.nn.chunking`), the distance basis and the
@@ -442,10 +454,15 @@ class EquiformerV2(nn.Module):
         regress_forces: bool = True,
         stress_head: Mapping[str, Any] | None = None,
         edge_frame: EdgeFrame = "deterministic",
+        dens: bool = False,
+        dens_sigma_encoding: bool = False,
     ) -> None:
         super().__init__()
         if edge_frame not in ("deterministic", "random"):
             raise ValueError(f"edge_frame must be 'deterministic' or 'random', got {edge_frame!r}")
+        if dens_sigma_encoding and not dens:
+            raise ValueError("dens_sigma_encoding=True needs dens=True")
+        self.dens, self.dens_sigma_encoding = dens, dens_sigma_encoding
         self.max_num_elements, self.lmax, self.num_layers = max_num_elements, lmax, num_layers
         self.avg_num_nodes = avg_num_nodes
         self.energy_mean, self.energy_std = energy_mean, energy_std
@@ -461,6 +478,10 @@ class EquiformerV2(nn.Module):
         self.grid_reduced = S2Grid(lmax, mmax, resolution=grid_resolution)
         self.grid_full = S2Grid(lmax, lmax, resolution=grid_resolution)
         self.sphere_embedding = nn.Embedding(max_num_elements, sphere_channels)
+        if dens:
+            self.force_embedding = SO3Linear(1, sphere_channels, lmax=lmax)
+            if dens_sigma_encoding:
+                self.noise_schedule_sigma_embedding = nn.Linear(1, sphere_channels)
         self.distance_expansion = GaussianSmearing(0.0, max_radius, num_distance_basis, 2.0)
         edge_channels_list = [num_distance_basis, edge_channels, edge_channels]
         self.edge_degree_embedding = EdgeDegreeEmbedding(
@@ -496,6 +517,8 @@ class EquiformerV2(nn.Module):
         self.energy_block = FeedForwardNetwork(sphere_channels, ffn_hidden_channels, 1, **ffn)
         if regress_forces:
             self.force_block = SO2EquivariantGraphAttention(sphere_channels, *heads, 1, **attention)
+            if dens:
+                self.denoising_pos_block = SO2EquivariantGraphAttention(sphere_channels, *heads, 1, **attention)
         self.stress_head = None
         if stress_head is not None:
             self.stress_head = Rank2SymmetricHead(sphere_channels, lmax, norm_type=norm_type, **stress_head)
@@ -568,10 +591,21 @@ class EquiformerV2(nn.Module):
             rotation = EdgeRotation.from_wigner(wigner, self.layout)
             rbf = self.distance_expansion(length)
         x = self.edge_degree_embedding(z, rbf, edge_index, rotation, z.shape[0])
-        x = torch.cat([x[:, :1] + self.sphere_embedding(z)[:, None], x[:, 1:]], dim=1)
+        x = torch.cat([x[:, :1] + self.node_embedding(z)[:, None], x[:, 1:]], dim=1)
         for block in self.blocks:
             x = block(x, z, rbf, edge_index, rotation)
         return self.norm(x), z, rbf, edge_index, rotation
+
+    def node_embedding(self, z: Tensor) -> Tensor:
+        """Degree-0 initial features from the elements, ``[N, C]``; with ``dens``, plus the DeNS encodings of a
+        clean structure (zero force, zero noise level): the biases of ``force_embedding`` and
+        ``noise_schedule_sigma_embedding``, added in fairchem's order."""
+        node = self.sphere_embedding(z)
+        if self.dens:
+            node = node + self.force_embedding.bias
+            if self.dens_sigma_encoding:
+                node = node + self.noise_schedule_sigma_embedding.bias
+        return node
 
     def forward(self, graph: Data, *, perpendicular: Tensor | None = None) -> dict[str, Tensor]:
         """``{"energy": [B], "forces": [N, 3], "stress": [B, 3, 3]}`` (those the model has); ``perpendicular [E, 3]``
