@@ -66,7 +66,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from zoo.geometry import GaussianSmearing, edge_wigner
-from zoo.graph import GraphError, edge_vectors, node_graph_index, num_graphs
+from zoo.graph import edge_vectors, node_graph_index, num_graphs
 from zoo.nn import (
     CoefficientLayout,
     EdgeRotation,
@@ -83,6 +83,7 @@ from zoo.nn import (
     segment_softmax,
 )
 from zoo.nn.chunking import EdgeChunk, check_max_edges, chunked_scatter_sum
+from zoo.nn.graph_ops import atomic_numbers_for
 from zoo.nn.rank2 import Rank2SymmetricHead
 from zoo.nn.so3 import LazyEdgeRotation
 from zoo.registry import register_model
@@ -563,21 +564,13 @@ class EquiformerV2(nn.Module):
             (:meth:`set_edge_chunk_size`, more edges than a chunk) ``rbf`` and ``rotation`` are built per chunk
             when indexed (:class:`LazyEdgeValues`, :class:`~zoo.nn.so3.LazyEdgeRotation`).
         """
-        for field in self.reads:
-            if getattr(graph, field, None) is None:
-                raise GraphError(
-                    f"EquiformerV2 reads graph.{field}, which this graph does not have (build the edges with "
-                    "zoo.graph.radius_graph(graph, model.metadata['cutoff'], "
-                    "max_neighbors=model.metadata['max_neighbors']))"
-                )
-        dtype = self.sphere_embedding.weight.dtype
-        if graph.pos.dtype != dtype:
-            raise GraphError(f"graph.pos is {graph.pos.dtype} but the model is {dtype}: cast one of them")
-        z = graph.z.long()
-        if bool((z >= self.max_num_elements).any()) or bool((z < 0).any()):
-            raise GraphError(
-                f"this model knows atomic numbers below {self.max_num_elements}; got {sorted(set(z.tolist()))}"
-            )
+        z = atomic_numbers_for(
+            graph,
+            model="EquiformerV2",
+            reads=self.reads,
+            dtype=self.sphere_embedding.weight.dtype,
+            max_num_elements=self.max_num_elements,
+        )
         vec, length = edge_vectors(graph)
         frame = self.edge_frame if perpendicular is None else perpendicular
         edge_index = graph.edge_index

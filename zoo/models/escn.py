@@ -66,9 +66,10 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from zoo.geometry import GaussianSmearing, edge_wigner, spherical_harmonics
-from zoo.graph import GraphError, edge_vectors, node_graph_index, num_graphs
+from zoo.graph import edge_vectors, node_graph_index, num_graphs
 from zoo.nn import CoefficientLayout, EdgeRotation, S2Activation, S2Grid
 from zoo.nn.chunking import check_max_edges, chunked_scatter_sum
+from zoo.nn.graph_ops import atomic_numbers_for
 from zoo.nn.so3 import LazyEdgeRotation
 from zoo.registry import register_model
 
@@ -468,22 +469,13 @@ class ESCN(nn.Module):
 
     def _check(self, graph: Data) -> Tensor:
         """Validate the graph's fields, dtype and atomic numbers; return ``z`` as long."""
-        for field in self.reads:
-            if getattr(graph, field, None) is None:
-                raise GraphError(
-                    f"eSCN reads graph.{field}, which this graph does not have (build the edges with "
-                    "zoo.graph.radius_graph(graph, model.metadata['cutoff'], "
-                    "max_neighbors=model.metadata['max_neighbors']))"
-                )
-        dtype = self.sphere_embedding.weight.dtype
-        if graph.pos.dtype != dtype:
-            raise GraphError(f"graph.pos is {graph.pos.dtype} but the model is {dtype}: cast one of them")
-        z = graph.z.long()
-        if bool((z >= self.max_num_elements).any()) or bool((z < 0).any()):
-            raise GraphError(
-                f"this model knows atomic numbers below {self.max_num_elements}; got {sorted(set(z.tolist()))}"
-            )
-        return z
+        return atomic_numbers_for(
+            graph,
+            model="eSCN",
+            reads=self.reads,
+            dtype=self.sphere_embedding.weight.dtype,
+            max_num_elements=self.max_num_elements,
+        )
 
     def embed(self, graph: Data, perpendicular: Tensor | None = None) -> Tensor:
         r"""The backbone: final node features ``[N, K, C]``.

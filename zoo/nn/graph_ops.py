@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from collections.abc import Sequence
 
-__all__ = ["segment_softmax"]
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from zoo.graph import GraphError
+
+__all__ = ["atomic_numbers_for", "segment_softmax"]
+
+
+def atomic_numbers_for(
+    graph: Data, *, model: str, reads: Sequence[str], dtype: torch.dtype, max_num_elements: int
+) -> Tensor:
+    """Check what an atomistic model with a neighbour list of ``max_neighbors`` reads from ``graph``: every field
+    in ``reads``, positions in the model's ``dtype``, atomic numbers in ``[0, max_num_elements)``; return ``z`` as
+    long.
+
+    Raises:
+        GraphError: naming the missing field (and how to build the edges), the dtype mismatch or the unknown
+            atomic numbers.
+    """
+    for field in reads:
+        if getattr(graph, field, None) is None:
+            raise GraphError(
+                f"{model} reads graph.{field}, which this graph does not have (build the edges with "
+                "zoo.graph.radius_graph(graph, model.metadata['cutoff'], "
+                "max_neighbors=model.metadata['max_neighbors']))"
+            )
+    if graph.pos.dtype != dtype:
+        raise GraphError(f"graph.pos is {graph.pos.dtype} but the model is {dtype}: cast one of them")
+    z = graph.z.long()
+    if bool((z >= max_num_elements).any()) or bool((z < 0).any()):
+        raise GraphError(f"this model knows atomic numbers below {max_num_elements}; got {sorted(set(z.tolist()))}")
+    return z
 
 
 def segment_softmax(logits: Tensor, index: Tensor, num_segments: int) -> Tensor:
