@@ -20,7 +20,8 @@ A fairchem checkpoint is a pickle ``{"state_dict", "config", "normalizers", "ema
    parts, recombined after denormalising as fairchem's trainer does) and the energy references (OC22 linear
    references, scaled by the energy std as fairchem applies them before denormalising; OMat element
    references) into the model, so its outputs are in eV, eV/Å and eV/Å³;
-5. loads with ``strict=True``.
+5. loads with ``strict=True``; an energy-only checkpoint (``regress_forces: False``, the ODAC IS2RE "direct"
+   models) becomes a ``property`` model (no force head, no forces), which the ASE calculator refuses.
 
 Example:
     >>> import zoo
@@ -389,6 +390,10 @@ def convert_fairchem(
     if references is not None:
         converted["energy_references"] = references.to(torch.float32)
     model.load_state_dict(converted, strict=True)
+    if not getattr(model, "regress_forces", True):  # energy only (IS2RE "direct"): not an interatomic potential
+        model.metadata["task"] = "property"
+        model.metadata.pop("force_mode", None)
+        model.metadata["units"] = {k: v for k, v in model.metadata.get("units", {}).items() if k != "forces"}
     model.metadata["source"] = {
         "format": "fairchem",
         "layout": "hydra" if hydra else "monolithic",
