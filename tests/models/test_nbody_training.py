@@ -21,9 +21,9 @@ def test_nbody_recipe_retrains_and_the_loss_falls(name, tmp_path):
     generate_nbody_dataset(root, seed=7, num_train=300, num_valid=100, num_test=10)
     config = load_config(
         CONFIGS / f"{name}.yaml",
-        [f"data.dataset.root={root}", "train.epochs=15", "train.val_every_epochs=5", "train.device=cpu"],
+        [f"data.dataset.root={root}", "train.epochs=30", "train.val_every_epochs=5", "train.device=cpu"],
     )
     result = run_training(config, output=tmp_path / "run")
-    assert result.fit.steps == 45  # 300 trajectories / batch 100, 15 epochs
+    assert result.fit.steps == 90  # 300 trajectories / batch 100, 30 epochs
     step0, best = result.fit.step0["val_loss"], result.fit.best["val_loss"]
     assert best < 0.5 * step0, (step0, best)
