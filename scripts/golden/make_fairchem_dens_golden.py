@@ -39,6 +39,8 @@ from make_fairchem_golden import (
     float32_state,
     install_recorder,
     randomise,
+    save_golden,
+    structure_inputs,
 )
 from make_fairchem_omat_golden import (
     CUTOFF,
@@ -50,7 +52,6 @@ from make_fairchem_omat_golden import (
     element_references,
     predict,
 )
-from safetensors.torch import save_file
 
 DENS_BACKBONE = dict(
     OMAT_BACKBONE,
@@ -112,22 +113,12 @@ def make_case(name: str, backbone: dict, heads: dict, out_dir: Path, *, with_ema
         out, draw = run(model, recorder, data, edge_index, shift, vector, elementrefs)
         tensors.update(
             {
-                f"{structure}.pos": data.pos,
-                f"{structure}.z": data.atomic_numbers,
-                f"{structure}.cell": data.cell,
-                f"{structure}.pbc": data.pbc,
-                f"{structure}.edge_index": edge_index,
-                f"{structure}.edge_shift": shift,
-                f"{structure}.perpendicular": draw,
+                **structure_inputs(structure, data, edge_index, shift, draw),
                 **{f"{structure}.{key}": value for key, value in out.items()},
             }
         )
         print(f"{name:22s} {structure:7s} E={out['energy'].item():+.6f} |F|max={out['forces'].abs().max():.4f}")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        out_dir / f"{name}.safetensors",
-        metadata={"fairchem_core": "1.10.0", "seed": str(SEED)},
-    )
+    save_golden(tensors, out_dir / f"{name}.safetensors")
 
 
 CASES = {

@@ -202,6 +202,27 @@ class RecordDraws:
 
 
 # ---------------------------------------------------------------------------------------------- weights
+def structure_inputs(
+    structure: str, data: Batch, edge_index: torch.Tensor, shift: torch.Tensor, draw: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The inputs of one fixture structure: positions, numbers, cell, pbc, fairchem's edges and frame draws."""
+    return {
+        f"{structure}.pos": data.pos,
+        f"{structure}.z": data.atomic_numbers,
+        f"{structure}.cell": data.cell,
+        f"{structure}.pbc": data.pbc,
+        f"{structure}.edge_index": edge_index,
+        f"{structure}.edge_shift": shift,
+        f"{structure}.perpendicular": draw,
+    }
+
+
+def save_golden(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a fixture (contiguous tensors) with the reference version and seed in its metadata."""
+    metadata = {"fairchem_core": "1.10.0", "seed": str(SEED)} if metadata is None else metadata
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+
+
 def randomise(model: torch.nn.Module, scale: float = 0.05) -> None:
     """Perturb every trainable parameter (so none stays exactly 0 or 1), then round to float32 values.
 
@@ -349,13 +370,7 @@ def make_case(name: str, kind: str, layout: str, config: dict, out_dir: Path) ->
         with_ema = denormalise(raw_ema, normalizers, data, None, elementrefs)
         tensors.update(
             {
-                f"{structure}.pos": data.pos,
-                f"{structure}.z": data.atomic_numbers,
-                f"{structure}.cell": data.cell,
-                f"{structure}.pbc": data.pbc,
-                f"{structure}.edge_index": edge_index,
-                f"{structure}.edge_shift": shift,
-                f"{structure}.perpendicular": draw,
+                **structure_inputs(structure, data, edge_index, shift, draw),
                 f"{structure}.energy": plain["energy"],
                 f"{structure}.forces": plain["forces"],
                 f"{structure}.energy_ema": with_ema["energy"],
@@ -363,11 +378,7 @@ def make_case(name: str, kind: str, layout: str, config: dict, out_dir: Path) ->
             }
         )
         print(f"{name:32s} {structure:9s} E={plain['energy'].item():+.6f} |F|max={plain['forces'].abs().max():.4g}")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        out_dir / f"{name}.safetensors",
-        metadata={"fairchem_core": "1.10.0", "seed": str(SEED)},
-    )
+    save_golden(tensors, out_dir / f"{name}.safetensors")
 
 
 CASES = {

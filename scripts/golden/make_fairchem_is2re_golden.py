@@ -37,9 +37,10 @@ from make_fairchem_golden import (
     float32_state,
     install_recorder,
     randomise,
+    save_golden,
+    structure_inputs,
     structures,
 )
-from safetensors.torch import save_file
 
 # The energy trainer normalises only the target (old-style keys); a small mean keeps the model's own output
 # visible in the relative parity.
@@ -119,22 +120,12 @@ def make_case(name: str, kind: str, config: dict, with_ema: bool, out_dir: Path)
             tensors[f"{structure}.energy_ema"] = ema_energy
         tensors.update(
             {
-                f"{structure}.pos": data.pos,
-                f"{structure}.z": data.atomic_numbers,
-                f"{structure}.cell": data.cell,
-                f"{structure}.pbc": data.pbc,
-                f"{structure}.edge_index": edge_index,
-                f"{structure}.edge_shift": shift,
-                f"{structure}.perpendicular": draw,
+                **structure_inputs(structure, data, edge_index, shift, draw),
                 f"{structure}.energy": plain,
             }
         )
         print(f"{name:20s} {structure:9s} E={plain.item():+.6f}")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        out_dir / f"{name}.safetensors",
-        metadata={"fairchem_core": "1.10.0", "seed": str(SEED)},
-    )
+    save_golden(tensors, out_dir / f"{name}.safetensors")
 
 
 def main() -> None:

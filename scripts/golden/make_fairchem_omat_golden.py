@@ -48,8 +48,9 @@ from make_fairchem_golden import (
     float32_state,
     install_recorder,
     randomise,
+    save_golden,
+    structure_inputs,
 )
-from safetensors.torch import save_file
 
 OMAT_BACKBONE = dict(
     EQV2_COMMON,
@@ -171,24 +172,14 @@ def make_model_case(name: str, stress_head: dict, out_dir: Path) -> None:
         out, draw = predict(model, recorder, data, edge_index, shift, vector, elementrefs)
         tensors.update(
             {
-                f"{structure}.pos": data.pos,
-                f"{structure}.z": data.atomic_numbers,
-                f"{structure}.cell": data.cell,
-                f"{structure}.pbc": data.pbc,
-                f"{structure}.edge_index": edge_index,
-                f"{structure}.edge_shift": shift,
-                f"{structure}.perpendicular": draw,
+                **structure_inputs(structure, data, edge_index, shift, draw),
                 f"{structure}.energy": out["energy"],
                 f"{structure}.forces": out["forces"],
                 f"{structure}.stress": out["stress"],
             }
         )
         print(f"{name:24s} {structure:7s} E={out['energy'].item():+.6f} S={out['stress'].flatten()[:3].tolist()}")
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        out_dir / f"{name}.safetensors",
-        metadata={"fairchem_core": "1.10.0", "seed": str(SEED)},
-    )
+    save_golden(tensors, out_dir / f"{name}.safetensors")
 
 
 # ------------------------------------------------------------------------------------------- neighbours
@@ -228,11 +219,8 @@ def make_neighbor_case(name: str, out_dir: Path) -> None:
                 f"{structure}.pbc": data.pbc,
             }
         )
-    save_file(
-        {k: v.contiguous() for k, v in tensors.items()},
-        out_dir / f"{name}.safetensors",
-        metadata={"fairchem_core": "1.10.0", "cutoff": "6.0", "max_neighbors": "20"},
-    )
+    metadata = {"fairchem_core": "1.10.0", "cutoff": "6.0", "max_neighbors": "20"}
+    save_golden(tensors, out_dir / f"{name}.safetensors", metadata)
     torch.set_default_dtype(torch.float64)
 
 
