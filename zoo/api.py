@@ -21,6 +21,7 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
     token: str | bool | None = None,
+    backend: str | None = None,
 ) -> torch.nn.Module:
     """Load a pretrained model, ready for inference (``eval()`` mode).
 
@@ -33,6 +34,9 @@ def load(
         cache_dir: Hugging Face cache directory (zoo's own cache goes to ``<cache_dir>/zoo``).
         local_files_only: never download; serve from the cache (as ``HF_HUB_OFFLINE=1``).
         token: Hugging Face token for gated or private repos (default: the logged-in one / ``HF_TOKEN``).
+        backend: run the model's message passing through :mod:`zoo.kernels` with this backend (``"auto"``,
+            ``"torch"``, ``"compile"``, ``"triton"``, ``"torch_scatter"``; :func:`zoo.kernels.set_backend`);
+            ``None`` keeps the model's own PyTorch code.
 
     Returns:
         The module, with ``metadata`` (cutoff, units, task, ...) and ``card`` attached.
@@ -44,4 +48,9 @@ def load(
         zoo.registry.UnknownModelError: unknown model 'no-such-model'. ...
     """
     resolved = resolve(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-    return from_pretrained(resolved.directory, device=device, dtype=dtype, card=resolved.card)
+    model = from_pretrained(resolved.directory, device=device, dtype=dtype, card=resolved.card)
+    if backend is not None:
+        from zoo.kernels import set_backend
+
+        set_backend(model, backend)
+    return model

@@ -88,7 +88,6 @@ def test_parity_variants(backend, edge_dim, out, act, reduce):
         ("torch", "csr"),
         ("torch", "atomic"),
         ("compile", "csr"),
-        pytest.param("torch_scatter", "csr", marks=needs_scatter),
     ],
 )
 def test_double_backward_forces(backend, layout):
@@ -244,9 +243,9 @@ def test_auto_choice():
     from zoo.kernels import resolve_backend
 
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
-    assert resolve_backend("auto", torch.device("cuda"), two_layer=True) == "torch"
+    assert resolve_backend("auto", torch.device("cuda"), triton_first=False) == "torch"
     expected = "triton" if importlib.util.find_spec("triton") else "torch"
-    assert resolve_backend("auto", torch.device("cuda"), two_layer=False) == expected
+    assert resolve_backend("auto", torch.device("cuda"), triton_first=True) == expected
 
 
 def test_available_backends():
@@ -269,3 +268,120 @@ def test_shared_csr_graph_any_layout():
         torch.testing.assert_close(out, expected, **TOLERANCES[torch.float64])
     with pytest.raises(KernelError, match="nodes"):
         message_aggregate(h[:-1], csr, edge_attr, mlp)
+
+
+# --- gate and edge weights (EGNN's attention and cutoff envelope) -----------------------------------------------
+
+
+def _gate(width: int, bias: bool = True) -> nn.Sequential:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Linear(width, 1, bias=bias), nn.Sigmoid()).double()
+
+
+def _edge_weight(num_edges: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(4)
+    return torch.rand(num_edges, generator=generator, dtype=torch.float64).requires_grad_()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layout", ["csr", "atomic"])
+@pytest.mark.parametrize(
+    ("out", "with_gate", "gate_bias", "with_weight", "reduce"),
+    [
+        (9, True, True, False, "sum"),
+        (9, False, False, True, "sum"),
+        (9, True, True, True, "mean"),
+        (None, True, False, True, "sum"),
+        (None, False, False, True, "mean"),
+    ],
+)
+def test_parity_gate_and_edge_weight(backend, layout, out, with_gate, gate_bias, with_weight, reduce):
+    """Values and first derivatives w.r.t. h, edge_attr, every weight (gate included) and the edge weights."""
+    h, edge_index, edge_attr = _inputs(torch.float64)
+    mlp = edge_mlp(5, 3, 8, out)
+    gate = _gate(out or 8, gate_bias) if with_gate else None
+    weight = _edge_weight(edge_index.shape[1]) if with_weight else None
+    kwargs = {"reduce": reduce, "gate": gate, "edge_weight": weight}
+    expected = message_aggregate_reference(h, edge_index, edge_attr, mlp, **kwargs)
+    got = message_aggregate(h, edge_index, edge_attr, mlp, layout=layout, backend=backend, **kwargs)
+    torch.testing.assert_close(got, expected, **TOLERANCES[torch.float64])
+    inputs = [h, edge_attr, *mlp.parameters(), *([] if gate is None else gate.parameters())]
+    inputs += [] if weight is None else [weight]
+    for g, w in zip(_grads(got, inputs), _grads(expected, inputs), strict=True):
+        torch.testing.assert_close(g, w, **TOLERANCES[torch.float64])
+
+
+class _GatedAggregate(nn.Module):
+    def __init__(self, mlp: nn.Sequential, gate: nn.Sequential, edge_index: torch.Tensor) -> None:
+        super().__init__()
+        self.mlp, self.gate, self.edge_index = mlp, gate, edge_index
+
+    def forward(self, h: torch.Tensor, edge_attr: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return message_aggregate(
+            h, self.edge_index, edge_attr, self.mlp, gate=self.gate, edge_weight=weight, backend="torch"
+        )
+
+
+def test_gate_and_edge_weight_gradcheck_and_gradgradcheck():
+    """Finite differences, first and second order, through the gate and the edge weights."""
+    h, edge_index, edge_attr = _inputs(torch.float64, num_nodes=7, degree=2, node_dim=2, edge_dim=2, isolated=1)
+    module = _GatedAggregate(edge_mlp(2, 2, 4, 3), _gate(3), edge_index)
+    names = [name for name, _ in module.named_parameters()]
+    weight = _edge_weight(edge_index.shape[1])
+
+    def fn(h, edge_attr, weight, *params):
+        return torch.func.functional_call(module, dict(zip(names, params, strict=True)), (h, edge_attr, weight))
+
+    params = [p.detach().clone().requires_grad_() for p in module.parameters()]
+    assert torch.autograd.gradcheck(fn, (h, edge_attr, weight, *params))
+    assert torch.autograd.gradgradcheck(fn, (h, edge_attr, weight, *params))
+
+
+@pytest.mark.parametrize("backend", ["torch", "compile"])
+def test_gate_and_edge_weight_double_backward(backend):
+    """Forces by autograd through gated, envelope-weighted messages, then d/dθ of |F|^2 (training on forces)."""
+    h, edge_index, _ = _inputs(torch.float64, edge_dim=0)
+    pos = torch.randn(h.shape[0], 3, dtype=torch.float64, requires_grad=True)
+    mlp, gate = edge_mlp(5, 1, 8, 6), _gate(6)
+
+    def loss(fused: bool) -> torch.Tensor:
+        radial = (pos[edge_index[1]] - pos[edge_index[0]]).pow(2).sum(1, keepdim=True)
+        weight = torch.exp(-radial[:, 0])
+        if fused:
+            out = message_aggregate(h, edge_index, radial, mlp, gate=gate, edge_weight=weight, backend=backend)
+        else:
+            out = message_aggregate_reference(h, edge_index, radial, mlp, gate=gate, edge_weight=weight)
+        (forces,) = torch.autograd.grad(out.sum(), pos, create_graph=True)
+        return forces.pow(2).sum()
+
+    inputs = [h, pos, *mlp.parameters(), *gate.parameters()]
+    for g, w in zip(torch.autograd.grad(loss(True), inputs), torch.autograd.grad(loss(False), inputs), strict=True):
+        torch.testing.assert_close(g, w, **TOLERANCES[torch.float64])
+
+
+def test_gate_and_edge_weight_errors():
+    h, edge_index, edge_attr = _inputs(torch.float64)
+    mlp = edge_mlp(5, 3, 8, 6)
+    with pytest.raises(KernelError, match=r"gate must be nn.Sequential\(nn.Linear\(H2, 1\), nn.Sigmoid\(\)\)"):
+        message_aggregate(h, edge_index, edge_attr, mlp, gate=nn.Linear(6, 1).double())
+    with pytest.raises(KernelError, match="message width 6"):
+        message_aggregate(h, edge_index, edge_attr, mlp, gate=_gate(5))
+    with pytest.raises(KernelError, match=r"edge_weight must be \[E\]"):
+        message_aggregate(h, edge_index, edge_attr, mlp, edge_weight=torch.ones(3, dtype=torch.float64))
+    with pytest.raises(KernelError, match="edge_weight must be"):
+        message_aggregate(h, edge_index, edge_attr, mlp, edge_weight=torch.ones(edge_index.shape[1]))
+    with pytest.raises(KernelError, match="backend='triton' computes plain messages"):
+        message_aggregate(h, edge_index, edge_attr, mlp, gate=_gate(6), backend="triton")
+
+
+@needs_scatter
+def test_torch_scatter_refuses_second_derivatives():
+    """torch-scatter's backward is not differentiable: asking it for forces to train on must fail loudly."""
+    h, edge_index, _ = _inputs(torch.float64, edge_dim=0)
+    pos = torch.randn(h.shape[0], 3, dtype=torch.float64, requires_grad=True)
+    mlp = edge_mlp(5, 1, 8, 6)
+    radial = (pos[edge_index[1]] - pos[edge_index[0]]).pow(2).sum(1, keepdim=True)
+    out = message_aggregate(h, edge_index, radial, mlp, backend="torch_scatter")
+    torch.autograd.grad(out.sum(), pos, retain_graph=True)  # first derivatives are fine
+    with pytest.raises(KernelError, match="first derivatives only"):
+        torch.autograd.grad(out.sum(), pos, create_graph=True)

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from zoo.kernels.backends import KernelError
 from zoo.kernels.message import _EAGER, Grads, Inputs, _Plan
 
 __all__ = ["ENGINE"]
@@ -255,7 +256,9 @@ class _TritonEngine:
     """Triton forward, PyTorch backward (:data:`zoo.kernels.message._EAGER`)."""
 
     def forward(self, inputs: Inputs, plan: _Plan, act: str) -> Tensor:
-        p, q, edge_attr, w_edge, w2, b2 = (None if t is None else t.contiguous() for t in inputs)
+        p, q, edge_attr, w_edge, w2, b2, w_gate, _, weight = (None if t is None else t.contiguous() for t in inputs)
+        if w_gate is not None or weight is not None:  # message_aggregate refuses these before they get here
+            raise KernelError("the Triton kernels compute ungated, unweighted messages")
         num_nodes, hidden = p.shape
         width = hidden if w2 is None else w2.shape[0]
         accumulate = torch.float64 if p.dtype == torch.float64 else torch.float32

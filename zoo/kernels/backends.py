@@ -9,7 +9,8 @@ backend            what runs
 ``"triton"``       a fused Triton forward kernel (CUDA, or CPU under ``TRITON_INTERPRET=1`` for tests).
 ``"torch_scatter"`` gathers in PyTorch, reductions by ``torch_scatter`` (optional: ``pip install
                    zoo[scatter]``).
-``"auto"``         ``"triton"`` for CUDA tensors and a one-layer MLP when Triton is installed, else
+``"auto"``         ``"triton"`` for CUDA tensors and a one-layer MLP (no gate, no edge weights) when Triton is
+                   installed, else
                    ``"torch"`` (on an H100 in float32 the two-layer Triton kernel was slower than cuBLAS through
                    ``"torch"``: see benchmarks/README.md).
 =================  ==========================================================================================
@@ -71,8 +72,9 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
     return names
 
 
-def resolve_backend(backend: str, device: torch.device, *, two_layer: bool = True) -> str:
-    """The backend that runs for ``backend`` on ``device`` (``two_layer``: the MLP has a second Linear).
+def resolve_backend(backend: str, device: torch.device, *, triton_first: bool = False) -> str:
+    """The backend that runs for ``backend`` on ``device`` (``triton_first``: the call is one the Triton kernel
+    is fastest at, a one-layer MLP with no gate or edge weights).
 
     Raises:
         KernelError: an unknown name, or a backend that cannot run on ``device`` here.
@@ -80,7 +82,7 @@ def resolve_backend(backend: str, device: torch.device, *, two_layer: bool = Tru
     if backend not in BACKENDS:
         raise KernelError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" and not two_layer and _has("triton") else "torch"
+        return "triton" if device.type == "cuda" and triton_first and _has("triton") else "torch"
     if backend == "triton":
         if not _has("triton"):
             raise KernelError("backend='triton' needs Triton: pip install zoo[gpu]")

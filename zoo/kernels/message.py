@@ -13,10 +13,14 @@ The first Linear splits exactly along its input columns,
 :math:`P = h W_t^\\top + b_1` and :math:`Q = h W_s^\\top` once per node (``N << E``) and only gather and add per
 edge. No ``[E, H]`` tensor is kept for the backward pass: it is recomputed from ``P``, ``Q`` and ``e``.
 
+Optional per-edge factors: an attention gate :math:`\\sigma(w_g \\cdot m_{ij} + b_g)` and edge weights
+:math:`w_{ij}` multiply each message before the sum (EGNN's ``att_mlp`` and cutoff envelope), so EGNN layers
+without coordinate updates fuse whole (:func:`zoo.kernels.set_backend` switches a model over).
+
 Derivatives: every backend gives first derivatives; ``"torch"``, ``"compile"`` and ``"triton"`` also give
 derivatives of any order (the backward with ``create_graph=True`` runs differentiable PyTorch ops; that is what
-forces by autograd need when training on forces). :func:`message_aggregate_reference` is the literal
-concatenation, kept for parity tests.
+forces by autograd need when training on forces); ``"torch_scatter"`` raises :class:`KernelError` when asked
+for a second one. :func:`message_aggregate_reference` is the literal concatenation, kept for parity tests.
 
 Example:
     >>> import torch
@@ -42,10 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.kernels.backends import KernelError, check_layout, require_torch_scatter, resolve_backend
+from zoo.kernels.backends import BACKENDS, KernelError, check_layout, require_torch_scatter, resolve_backend
 from zoo.kernels.segment import CSRGraph, Segments, _gather, _segment_sum, _segment_sum_impl, build_csr
 
-__all__ = ["ACTIVATIONS", "EdgeMLP", "message_aggregate", "message_aggregate_reference"]
+__all__ = [
+    "ACTIVATIONS",
+    "EdgeMLP",
+    "check_fusable",
+    "fused_aggregate",
+    "message_aggregate",
+    "message_aggregate_reference",
+]
 
 ACTIVATIONS: dict[type[nn.Module], str] = {nn.SiLU: "silu", nn.ReLU: "relu"}
 # On CPU the fused backends process edges in chunks whose [chunk, H] temporaries hold about this many
@@ -74,6 +85,11 @@ class EdgeMLP:
     w2: Tensor | None
     b2: Tensor | None
     act: str
+
+    @property
+    def out_features(self) -> int:
+        """Width of the messages (``H2``, or ``H`` for the one-layer form)."""
+        return (self.w_target if self.w2 is None else self.w2).shape[0]
 
     @classmethod
     def from_module(cls, mlp: nn.Sequential, node_dim: int, edge_dim: int) -> EdgeMLP:
@@ -174,15 +190,54 @@ def _forward_chunk(
     w2: Tensor | None,
     b2: Tensor | None,
     act: str,
+    w_gate: Tensor | None = None,
+    b_gate: Tensor | None = None,
+    edge_weight: Tensor | None = None,
 ) -> Tensor:
-    """Messages ``[C, H2]`` of ``C`` edges from the node projections ``p, q [N, H]`` (no autograd: in place)."""
+    """Messages ``[C, H2]`` of ``C`` edges from the node projections ``p, q [N, H]`` (no autograd: in place),
+    times the gate :math:`\\sigma(m \\cdot w_g + b_g)` and the edge weights when given."""
     pre = p.index_select(0, target).add_(q.index_select(0, source))
     if edge_attr is not None:
         pre.addmm_(edge_attr, w_edge.t())
     message = _act_(pre, act)
     if w2 is not None:
         message = _act_(F.linear(message, w2, b2), act)
-    return message
+    scale = _edge_scale(message, w_gate, b_gate, edge_weight)
+    return message if scale is None else message.mul_(scale[:, None])
+
+
+def _gate(message: Tensor, w_gate: Tensor, b_gate: Tensor | None) -> Tensor:
+    """:math:`\\sigma(m \\cdot w_g + b_g)` ``[C]``."""
+    logit = message @ w_gate
+    return torch.sigmoid(logit if b_gate is None else logit + b_gate)
+
+
+def _edge_scale(message: Tensor, w_gate: Tensor | None, b_gate: Tensor | None, weight: Tensor | None) -> Tensor | None:
+    """The per-edge factor ``[C]`` (gate times weight), or ``None`` when there is neither."""
+    scale = None if w_gate is None else _gate(message, w_gate, b_gate)
+    if weight is not None:
+        scale = weight if scale is None else scale * weight
+    return scale
+
+
+def _scale_backward(
+    grad: Tensor, message: Tensor, w_gate: Tensor | None, b_gate: Tensor | None, weight: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Back through :math:`m \\mapsto s\\, m` with :math:`s = \\sigma(m \\cdot w_g + b_g)\\, w`: given the
+    gradient ``grad [C, H2]`` w.r.t. the scaled message, returns ``(grad w.r.t. m [C, H2], d logit [C] or None,
+    grad w.r.t. the weights [C] or None)``. Out-of-place ops only, so it is also the differentiable form."""
+    inner = (grad * message).sum(1)  # [C]: grad . m
+    gate = None if w_gate is None else _gate(message, w_gate, b_gate)
+    scale = gate if weight is None else (weight if gate is None else gate * weight)
+    grad_weight = None if weight is None else (inner if gate is None else inner * gate)
+    grad_logit = None
+    grad_message = grad * scale[:, None]
+    if gate is not None:
+        grad_logit = inner * gate * (1 - gate)
+        if weight is not None:
+            grad_logit = grad_logit * weight
+        grad_message = grad_message + grad_logit[:, None] * w_gate
+    return grad_message, grad_logit, grad_weight
 
 
 def _backward_chunk(
@@ -196,22 +251,37 @@ def _backward_chunk(
     w2: Tensor | None,
     b2: Tensor | None,
     act: str,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """For ``C`` edges: the gradient w.r.t. the first pre-activation ``[C, H]`` and, with a second Linear,
-    the gradient w.r.t. its output ``[C, H2]`` and its input ``[C, H]`` (for the weight gradient)."""
+    w_gate: Tensor | None = None,
+    b_gate: Tensor | None = None,
+    edge_weight: Tensor | None = None,
+) -> ChunkGrads:
+    """For ``C`` edges: the gradient w.r.t. the first pre-activation ``[C, H]``; with a second Linear the
+    gradient w.r.t. its output ``[C, H2]`` and its input ``[C, H]`` (for the weight gradient); with a gate the
+    unscaled messages ``[C, H2]`` and the gradient w.r.t. the gate's logit ``[C]``; with edge weights the
+    gradient w.r.t. them ``[C]``."""
     pre = p.index_select(0, target).add_(q.index_select(0, source))
     if edge_attr is not None:
         pre.addmm_(edge_attr, w_edge.t())
     grad = grad_out.index_select(0, target)
-    if w2 is None:
-        return grad.mul_(_act_grad(pre, act)), None, None
-    hidden = _act(pre, act)
-    grad_z = grad.mul_(_act_grad(F.linear(hidden, w2, b2), act))
-    return (grad_z @ w2).mul_(_act_grad(pre, act)), grad_z, hidden
+    scaled = w_gate is not None or edge_weight is not None
+    hidden = _act(pre, act) if w2 is not None or scaled else None
+    z = None if w2 is None else F.linear(hidden, w2, b2)
+    message = grad_logit = grad_weight = None
+    if scaled:
+        message = hidden if z is None else _act(z, act)
+        grad, grad_logit, grad_weight = _scale_backward(grad, message, w_gate, b_gate, edge_weight)
+    if z is None:
+        return grad.mul_(_act_grad(pre, act)), None, None, message, grad_logit, grad_weight
+    grad_z = grad.mul_(_act_grad(z, act))
+    return (grad_z @ w2).mul_(_act_grad(pre, act)), grad_z, hidden, message, grad_logit, grad_weight
 
 
-Inputs = tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]
-Grads = tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]
+# (p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, edge_weight) and their gradients.
+_T = Tensor | None
+Inputs = tuple[Tensor, Tensor, _T, _T, _T, _T, _T, _T, _T]
+Grads = tuple[_T, _T, _T, _T, _T, _T, _T, _T, _T]
+ChunkGrads = tuple[Tensor, _T, _T, _T, _T, _T]
+NUM_INPUTS = 9
 
 
 def _add_chunk_sums(out: Tensor, values: Tensor, segments: Segments, edges: slice) -> None:
@@ -261,50 +331,49 @@ class _ChunkedEngine:
         size = max(64, CPU_CHUNK_ELEMENTS // max(width, 1))
         return [slice(start, min(start + size, num_edges)) for start in range(0, num_edges, size)]
 
+    def _edge_chunks(self, plan: _Plan, width: int, device: torch.device) -> list[slice]:
+        if device.type != "cpu":
+            return [slice(0, plan.num_edges)]
+        return self._cpu_chunks(plan.num_edges, width)
+
+    @staticmethod
+    def _add_sums(out: Tensor, values: Tensor, segments: Segments, edges: slice) -> None:
+        """``out +=`` the segment sums of one chunk (CPU: in edge order; other devices: the one chunk of all
+        edges, reduced by the segments' own kernel)."""
+        if values.device.type == "cpu":
+            _add_chunk_sums(out, values, segments, edges)
+        else:
+            out += _segment_sum_impl(values, segments)
+
     def forward(self, inputs: Inputs, plan: _Plan, act: str) -> Tensor:
-        p, q, edge_attr, w_edge, w2, b2 = inputs
+        p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = inputs
         width = p.shape[1] if w2 is None else w2.shape[0]
         target, source = plan.targets.index, plan.sources.index
-        if p.device.type != "cpu":
-            message = self.forward_chunk(p, q, target, source, edge_attr, w_edge, w2, b2, act)
-            return _segment_sum_impl(message, plan.targets)
         out = p.new_zeros(plan.num_nodes, width)
-        for edges in self._cpu_chunks(plan.num_edges, max(width, p.shape[1])):
-            e, chunk_target, chunk_source = (self._chunk(t, edges) for t in (edge_attr, target, source))
-            message = self.forward_chunk(p, q, chunk_target, chunk_source, e, w_edge, w2, b2, act)
-            _add_chunk_sums(out, message, plan.targets, edges)
+        for edges in self._edge_chunks(plan, max(width, p.shape[1]), p.device):
+            e, t, s, w = (self._chunk(x, edges) for x in (edge_attr, target, source, weight))
+            message = self.forward_chunk(p, q, t, s, e, w_edge, w2, b2, act, w_gate, b_gate, w)
+            self._add_sums(out, message, plan.targets, edges)
         return out
 
     def backward(self, grad_out: Tensor, inputs: Inputs, plan: _Plan, act: str, needs: tuple[bool, ...]) -> Grads:
-        p, q, edge_attr, w_edge, w2, b2 = inputs
+        p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = inputs
         grad_out = grad_out.contiguous()
         target, source = plan.targets.index, plan.sources.index
-        if p.device.type != "cpu":
-            grad_pre, grad_z, hidden = self.backward_chunk(
-                grad_out, p, q, target, source, edge_attr, w_edge, w2, b2, act
-            )
-            grad_p = _segment_sum_impl(grad_pre, plan.targets) if needs[0] else None
-            grad_q = _segment_sum_impl(grad_pre, plan.sources) if needs[1] else None
-            grad_e = grad_pre @ w_edge if needs[2] else None
-            grad_w_edge = grad_pre.t() @ edge_attr if needs[3] else None
-            grad_w2 = grad_z.t() @ hidden if needs[4] else None
-            grad_b2 = grad_z.sum(0) if needs[5] else None
-            return grad_p, grad_q, grad_e, grad_w_edge, grad_w2, grad_b2
-        grad_p = torch.zeros_like(p) if needs[0] else None
-        grad_q = torch.zeros_like(q) if needs[1] else None
+        grad_p, grad_q, _, grad_w_edge, grad_w2, grad_b2, grad_w_gate, grad_b_gate, _ = (
+            torch.zeros_like(x) if need else None for x, need in zip(inputs, needs, strict=True)
+        )
         grad_e = torch.empty_like(edge_attr) if needs[2] else None
-        grad_w_edge = torch.zeros_like(w_edge) if needs[3] else None
-        grad_w2 = torch.zeros_like(w2) if needs[4] else None
-        grad_b2 = torch.zeros_like(b2) if needs[5] else None
-        for edges in self._cpu_chunks(plan.num_edges, max(p.shape[1], grad_out.shape[1])):
-            e, chunk_target, chunk_source = (self._chunk(t, edges) for t in (edge_attr, target, source))
-            grad_pre, grad_z, hidden = self.backward_chunk(
-                grad_out, p, q, chunk_target, chunk_source, e, w_edge, w2, b2, act
+        grad_weight = torch.empty_like(weight) if needs[8] else None
+        for edges in self._edge_chunks(plan, max(p.shape[1], grad_out.shape[1]), p.device):
+            e, t, s, w = (self._chunk(x, edges) for x in (edge_attr, target, source, weight))
+            grad_pre, grad_z, hidden, message, grad_logit, chunk_grad_weight = self.backward_chunk(
+                grad_out, p, q, t, s, e, w_edge, w2, b2, act, w_gate, b_gate, w
             )
             if grad_p is not None:
-                _add_chunk_sums(grad_p, grad_pre, plan.targets, edges)
+                self._add_sums(grad_p, grad_pre, plan.targets, edges)
             if grad_q is not None:
-                _add_chunk_sums(grad_q, grad_pre, plan.sources, edges)
+                self._add_sums(grad_q, grad_pre, plan.sources, edges)
             if grad_e is not None:
                 torch.mm(grad_pre, w_edge, out=grad_e[edges])
             if grad_w_edge is not None:
@@ -313,22 +382,35 @@ class _ChunkedEngine:
                 grad_w2.addmm_(grad_z.t(), hidden)
             if grad_b2 is not None:
                 grad_b2 += grad_z.sum(0)
-        return grad_p, grad_q, grad_e, grad_w_edge, grad_w2, grad_b2
+            if grad_w_gate is not None:
+                grad_w_gate.addmv_(message.t(), grad_logit)
+            if grad_b_gate is not None:
+                grad_b_gate += grad_logit.sum()
+            if grad_weight is not None:
+                grad_weight[edges] = chunk_grad_weight
+        return grad_p, grad_q, grad_e, grad_w_edge, grad_w2, grad_b2, grad_w_gate, grad_b_gate, grad_weight
 
 
 def _backward_differentiable(grad_out: Tensor, inputs: Inputs, plan: _Plan, act: str, needs: tuple[bool, ...]) -> Grads:
     """The backward pass as differentiable PyTorch ops (for ``create_graph=True``), deterministic for CSR."""
-    p, q, edge_attr, w_edge, w2, b2 = inputs
+    p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = inputs
     pre = _gather(p, plan.targets) + _gather(q, plan.sources)
     if edge_attr is not None:
         pre = pre + edge_attr @ w_edge.t()
     grad = _gather(grad_out, plan.targets)
-    grad_w2 = grad_b2 = None
-    if w2 is None:
+    hidden = _act(pre, act)
+    z = None if w2 is None else F.linear(hidden, w2, b2)
+    grad_w2 = grad_b2 = grad_w_gate = grad_b_gate = grad_weight = None
+    if w_gate is not None or weight is not None:
+        message = hidden if z is None else _act(z, act)
+        grad, grad_logit, grad_weight = _scale_backward(grad, message, w_gate, b_gate, weight)
+        if grad_logit is not None:
+            grad_w_gate = grad_logit @ message if needs[6] else None
+            grad_b_gate = grad_logit.sum().reshape(1) if needs[7] else None
+    if z is None:
         grad_pre = grad * _act_grad(pre, act)
     else:
-        hidden = _act(pre, act)
-        grad_z = grad * _act_grad(F.linear(hidden, w2, b2), act)
+        grad_z = grad * _act_grad(z, act)
         grad_w2 = grad_z.t() @ hidden if needs[4] else None
         grad_b2 = grad_z.sum(0) if needs[5] else None
         grad_pre = (grad_z @ w2) * _act_grad(pre, act)
@@ -339,15 +421,19 @@ def _backward_differentiable(grad_out: Tensor, inputs: Inputs, plan: _Plan, act:
         grad_pre.t() @ edge_attr if needs[3] else None,
         grad_w2,
         grad_b2,
+        grad_w_gate,
+        grad_b_gate,
+        grad_weight if needs[8] else None,
     )
 
 
 class _EdgeMLPSum(torch.autograd.Function):
-    """``out = segment_sum(mlp_tail(P[i] + Q[j] + e W_e^T))`` with a backend's forward and backward."""
+    """``out = segment_sum(s * mlp_tail(P[i] + Q[j] + e W_e^T))`` (``s``: gate times edge weight, when given)
+    with a backend's forward and backward."""
 
     @staticmethod
-    def forward(ctx, p, q, edge_attr, w_edge, w2, b2, plan: _Plan, act: str, engine) -> Tensor:
-        inputs = (p, q, edge_attr, w_edge, w2, b2)
+    def forward(ctx, *args) -> Tensor:
+        inputs, (plan, act, engine) = args[:NUM_INPUTS], args[NUM_INPUTS:]
         ctx.save_for_backward(*inputs)
         ctx.plan, ctx.act, ctx.engine = plan, act, engine
         return engine.forward(inputs, plan, act)
@@ -355,7 +441,7 @@ class _EdgeMLPSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         inputs = ctx.saved_tensors
-        needs = tuple(ctx.needs_input_grad[:6])
+        needs = tuple(ctx.needs_input_grad[:NUM_INPUTS])
         if torch.is_grad_enabled():
             grads = _backward_differentiable(grad_out, inputs, ctx.plan, ctx.act, needs)
         else:
@@ -406,7 +492,15 @@ def _mean(out: Tensor, plan: _Plan) -> Tensor:
     return out / degree.to(out.dtype)[:, None]
 
 
-def _torch_scatter_forward(h: Tensor, edge_attr: Tensor | None, weights: EdgeMLP, plan: _Plan) -> Tensor:
+def _torch_scatter_forward(
+    h: Tensor,
+    edge_attr: Tensor | None,
+    weights: EdgeMLP,
+    plan: _Plan,
+    w_gate: Tensor | None,
+    b_gate: Tensor | None,
+    edge_weight: Tensor | None,
+) -> Tensor:
     """Fused projections, PyTorch autograd for gathers, ``torch_scatter`` for the sum."""
     torch_scatter = require_torch_scatter()
     target, source = plan.targets.index, plan.sources.index
@@ -416,9 +510,34 @@ def _torch_scatter_forward(h: Tensor, edge_attr: Tensor | None, weights: EdgeMLP
     message = _act(pre, weights.act)
     if weights.w2 is not None:
         message = _act(F.linear(message, weights.w2, weights.b2), weights.act)
+    scale = _edge_scale(message, w_gate, b_gate, edge_weight)
+    if scale is not None:
+        message = message * scale[:, None]
     if plan.layout == "csr":
-        return torch_scatter.segment_csr(message, plan.targets.ptr, reduce="sum")
-    return torch_scatter.scatter(message, target, dim=0, dim_size=plan.num_nodes, reduce="sum")
+        out = torch_scatter.segment_csr(message, plan.targets.ptr, reduce="sum")
+    else:
+        out = torch_scatter.scatter(message, target, dim=0, dim_size=plan.num_nodes, reduce="sum")
+    return _FirstOrderOnly.apply(out)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity whose backward refuses ``create_graph=True``: torch-scatter's reductions have no second
+    derivative (their backward is not differentiable), so forces by autograd trained through them would
+    silently miss terms."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor) -> Tensor:
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            raise KernelError(
+                "backend='torch_scatter' gives first derivatives only (torch-scatter's backward is not "
+                "differentiable); second derivatives, e.g. training on forces by autograd, need backend='torch' "
+                "or 'compile'"
+            )
+        return grad
 
 
 def message_aggregate(
@@ -430,8 +549,12 @@ def message_aggregate(
     reduce: str = "sum",
     layout: str = "csr",
     backend: str = "auto",
+    gate: nn.Module | None = None,
+    edge_weight: Tensor | None = None,
 ) -> Tensor:
-    """:math:`\\mathrm{out}_i = \\mathrm{reduce}_{j \\to i}\\, \\mathrm{mlp}([h_i, h_j, e_{ij}])`, fused.
+    """:math:`\\mathrm{out}_i = \\mathrm{reduce}_{j \\to i}\\, s_{ij}\\, \\mathrm{mlp}([h_i, h_j, e_{ij}])`, fused,
+    with :math:`s_{ij} = \\sigma(w_g \\cdot m_{ij} + b_g)\\, w_{ij}` (each factor only when given: the
+    attention gate of EGNN's ``att_mlp`` and per-edge weights such as a cutoff envelope or a mask).
 
     A model keeps its edge MLP as an ``nn.Sequential`` (state-dict keys ``edge_mlp.0.weight``, ...) and
     passes it here instead of calling it on concatenated edge features.
@@ -449,7 +572,9 @@ def message_aggregate(
         layout: ``"csr"`` (deterministic: bitwise identical results and gradients run to run) or
             ``"atomic"`` (any edge order; atomic additions on CUDA).
         backend: ``"auto"``, ``"torch"``, ``"compile"``, ``"triton"`` or ``"torch_scatter"``
-            (see :mod:`zoo.kernels.backends`).
+            (see :mod:`zoo.kernels.backends`). ``"triton"`` computes ungated, unweighted messages only.
+        gate: ``nn.Sequential(nn.Linear(H2, 1), nn.Sigmoid())`` (EGNN's ``att_mlp``) or ``None``.
+        edge_weight: ``[E]`` per-edge factors (same dtype and device as ``h``; differentiable) or ``None``.
 
     Returns:
         ``[N, H2]`` (``[N, H]`` for the one-layer form) in ``h``'s dtype.
@@ -464,23 +589,60 @@ def message_aggregate(
     _check_inputs(h, edge_attr)
     edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
     weights = EdgeMLP.from_module(mlp, h.shape[1], edge_dim)
-    backend = resolve_backend(backend, h.device, two_layer=weights.w2 is not None)
+    w_gate, b_gate = _gate_weights(gate, weights.out_features)
+    scaled = gate is not None or edge_weight is not None
+    if backend == "triton" and scaled:
+        raise KernelError(
+            "backend='triton' computes plain messages; a gate or edge weights run with backend='torch' or "
+            "'compile' (or 'auto', which picks one)"
+        )
+    backend = resolve_backend(backend, h.device, triton_first=weights.w2 is None and not scaled)
     plan = _make_plan(edge_index, h.shape[0], layout)
     if edge_attr is not None and edge_attr.shape[0] != plan.num_edges:
         raise KernelError(f"edge_attr has {edge_attr.shape[0]} rows for {plan.num_edges} edges")
+    if edge_weight is not None and (
+        edge_weight.shape != (plan.num_edges,) or edge_weight.dtype != h.dtype or edge_weight.device != h.device
+    ):
+        raise KernelError(
+            f"edge_weight must be [E] = [{plan.num_edges}] with h's dtype and device ({h.dtype}, {h.device}), got "
+            f"{edge_weight.dtype} {list(edge_weight.shape)} on {edge_weight.device}"
+        )
     if backend == "torch_scatter":
-        out = _torch_scatter_forward(h, edge_attr, weights, plan)
+        out = _torch_scatter_forward(h, edge_attr, weights, plan, w_gate, b_gate, edge_weight)
     else:
         p = F.linear(h, weights.w_target, weights.b1)
         q = F.linear(h, weights.w_source)
-        out = _EdgeMLPSum.apply(
-            p, q, edge_attr, weights.w_edge, weights.w2, weights.b2, plan, weights.act, _engine(backend)
-        )
+        inputs = (p, q, edge_attr, weights.w_edge, weights.w2, weights.b2, w_gate, b_gate, edge_weight)
+        out = _EdgeMLPSum.apply(*inputs, plan, weights.act, _engine(backend))
     return _mean(out, plan) if reduce == "mean" else out
 
 
+def _gate_weights(gate: nn.Module | None, width: int) -> tuple[Tensor | None, Tensor | None]:
+    """``(w_g [H2], b_g [1] or None)`` of ``Sequential(Linear(H2, 1), Sigmoid())``, or ``(None, None)``.
+
+    Raises:
+        KernelError: another structure or width.
+    """
+    if gate is None:
+        return None, None
+    layers = list(gate) if isinstance(gate, nn.Sequential) else []
+    if not (len(layers) == 2 and isinstance(layers[0], nn.Linear) and isinstance(layers[1], nn.Sigmoid)):
+        raise KernelError(f"gate must be nn.Sequential(nn.Linear(H2, 1), nn.Sigmoid()), got {gate}")
+    linear = layers[0]
+    if linear.in_features != width or linear.out_features != 1:
+        raise KernelError(f"gate's Linear must map the message width {width} to 1, got {linear}")
+    return linear.weight[0], linear.bias
+
+
 def message_aggregate_reference(
-    h: Tensor, edge_index: Tensor, edge_attr: Tensor | None, mlp: nn.Module, *, reduce: str = "sum"
+    h: Tensor,
+    edge_index: Tensor,
+    edge_attr: Tensor | None,
+    mlp: nn.Module,
+    *,
+    reduce: str = "sum",
+    gate: nn.Module | None = None,
+    edge_weight: Tensor | None = None,
 ) -> Tensor:
     """The literal computation ``mlp(cat([h[i], h[j], e]))`` summed with ``index_add``: the parity reference.
 
@@ -489,8 +651,47 @@ def message_aggregate_reference(
     source, target = edge_index[0], edge_index[1]
     parts = [h[target], h[source]] + ([] if edge_attr is None else [edge_attr])
     message = mlp(torch.cat(parts, dim=1))
+    if gate is not None:
+        message = message * gate(message)
+    if edge_weight is not None:
+        message = message * edge_weight[:, None]
     out = message.new_zeros(h.shape[0], message.shape[1]).index_add(0, target, message)
     if reduce == "mean":
         degree = torch.bincount(target, minlength=h.shape[0]).clamp(min=1).to(out.dtype)
         out = out / degree[:, None]
     return out
+
+
+# --- for models ---------------------------------------------------------------------------------------------------
+
+
+def check_fusable(backend: str | None, mlp: nn.Sequential, node_dim: int, edge_dim: int, where: str) -> None:
+    """Raise :class:`KernelError` unless ``backend`` is ``None`` or a backend name and ``mlp`` is an edge MLP
+    that :func:`message_aggregate` can fuse (``where`` names the layer in the message)."""
+    if backend is None:
+        return
+    if backend not in BACKENDS:
+        raise KernelError(f"backend must be None (the model's own PyTorch code) or one of {BACKENDS}, got {backend!r}")
+    try:
+        EdgeMLP.from_module(mlp, node_dim, edge_dim)
+    except KernelError as error:
+        raise KernelError(f"{where} cannot use the fused message passing: {error}") from None
+
+
+def fused_aggregate(
+    h: Tensor,
+    edge_index: Tensor,
+    edge_attr: Tensor | None,
+    mlp: nn.Sequential,
+    *,
+    backend: str,
+    gate: nn.Module | None = None,
+    edge_weight: Tensor | None = None,
+) -> Tensor:
+    """:func:`message_aggregate` (sum) for a model's layer: the deterministic ``"csr"`` layout when the edges
+    are sorted by target (as ``zoo.graph.neighbor_list`` returns them), else ``"atomic"``."""
+    target = edge_index[1]
+    layout = "csr" if target.numel() < 2 or bool((target[1:] >= target[:-1]).all()) else "atomic"
+    return message_aggregate(
+        h, edge_index, edge_attr, mlp, layout=layout, backend=backend, gate=gate, edge_weight=edge_weight
+    )

@@ -49,6 +49,7 @@ from torch_geometric.data import Data
 
 from zoo.geometry import PolynomialEnvelope
 from zoo.graph import GraphError, edge_vectors, node_graph_index, num_graphs
+from zoo.kernels import KernelError, check_fusable, fused_aggregate
 from zoo.nn.chunking import EdgeChunk, check_max_edges, chunked_scatter_sum
 from zoo.nn.conservative import conservative_outputs
 from zoo.registry import register_model
@@ -197,6 +198,7 @@ class EGCL(nn.Module):
         self.update_coords = update_coords
         self.velocity = velocity
         self.edge_chunk_size: int | None = None
+        self.backend: str | None = None  # zoo.kernels backend of the fused message step (EGNN.set_backend)
         act = activation(act_fn)
         self.edge_mlp = nn.Sequential(
             nn.Linear(2 * input_nf + 1 + edges_in_d, hidden_nf), act, nn.Linear(hidden_nf, hidden_nf), act
@@ -270,6 +272,23 @@ class EGCL(nn.Module):
         """
         message = self.message(h, edge_index, radial, edge_attr, edge_weight)
         return message, scatter_sum(message, edge_index[1], h.shape[0])
+
+    def fused_message_sum(
+        self,
+        h: Tensor,
+        edge_index: Tensor,
+        radial: Tensor,
+        edge_attr: Tensor | None = None,
+        edge_weight: Tensor | None = None,
+    ) -> Tensor:
+        r""":math:`\sum_j m_{ij}` ``[N, hidden_nf]`` by :func:`zoo.kernels.fused_aggregate` with ``self.backend``:
+        the edge MLP, attention gate and edge weight of :meth:`message` in one op that keeps no ``[E, hidden]``
+        tensor (layers without coordinate updates: their messages are only summed)."""
+        edge_features = radial if edge_attr is None else torch.cat([radial, edge_attr], dim=1)
+        gate = self.att_mlp if self.attention else None
+        return fused_aggregate(
+            h, edge_index, edge_features, self.edge_mlp, backend=self.backend, gate=gate, edge_weight=edge_weight
+        )
 
     def coord_edge_term(self, coord_diff: Tensor, message: Tensor) -> Tensor:
         r""":math:`\mathrm{clamp}_{\pm 100}\big((x_i - x_j)\,\phi_x(m_{ij})\big)` ``[E, n]``."""
@@ -347,6 +366,9 @@ class EGCL(nn.Module):
             )
         if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
             aggregated, coord_update = self.chunked_aggregate(h, edge_index, coord, edge_attr, edge_weight, edge_offset)
+        elif self.backend is not None and not self.update_coords:
+            radial, _ = self.edge_geometry(coord, edge_index, edge_offset)
+            aggregated, coord_update = self.fused_message_sum(h, edge_index, radial, edge_attr, edge_weight), None
         else:
             radial, coord_diff = self.edge_geometry(coord, edge_index, edge_offset)
             message, aggregated = self.message_and_aggregate(h, edge_index, radial, edge_attr, edge_weight)
@@ -588,6 +610,30 @@ class EGNN(nn.Module):
         self.edge_chunk_size = check_max_edges(max_edges)
         for layer in self.layers():
             layer.edge_chunk_size = self.edge_chunk_size
+
+    def set_backend(self, backend: str | None) -> None:
+        """Run every layer's message step through :mod:`zoo.kernels` with ``backend`` (``"auto"``, ``"torch"``,
+        ``"compile"``, ``"triton"``, ``"torch_scatter"``), or the layers' own PyTorch code (``None``, default).
+
+        A runtime setting, not part of the checkpoint; results equal to round-off (``zoo.load(...,
+        backend=...)``, ``model.backend`` in a training config). Edge chunking, when set and needed, takes
+        precedence. Gated (``attention``) and edge-weighted messages are fused; Triton takes neither.
+
+        Raises:
+            KernelError: an unknown backend; layers that update coordinates (their per-edge messages feed the
+                coordinate MLP, so they cannot be only summed); an activation the kernels lack.
+        """
+        for index, layer in enumerate(self.layers()):
+            where = f"{type(self).__name__} layer gcl_{index}"
+            if backend is not None and layer.update_coords:
+                raise KernelError(
+                    f"{where} updates coordinates from its per-edge messages; the fused kernels only sum messages "
+                    "(EGNN models without coordinate updates, e.g. egnn-qm9 and egnn-potential, have a fused path)"
+                )
+            edge_dim = layer.edge_mlp[0].in_features - 2 * self.hidden_nf  # [|x_i - x_j|^2, a_ij]
+            check_fusable(backend, layer.edge_mlp, self.hidden_nf, edge_dim, where)
+        for layer in self.layers():
+            layer.backend = backend
 
     def encode(
         self,

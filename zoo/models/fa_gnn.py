@@ -67,6 +67,7 @@ from torch_geometric.data import Data
 
 from zoo.geometry.frames import pca_frames
 from zoo.graph import node_graph_index, num_graphs
+from zoo.kernels import check_fusable, fused_aggregate
 from zoo.models.egnn import Activation, activation, check_dtype, graph_edges, require_fields, scatter_sum
 from zoo.models.frame_averaging import resolve_group
 from zoo.registry import register_model
@@ -142,6 +143,7 @@ class GCL(nn.Module):
     def __init__(self, hidden_nf: int, edges_in_nf: int, act_fn: Activation = "silu", residual: bool = True) -> None:
         super().__init__()
         self.residual = residual
+        self.backend: str | None = None  # zoo.kernels backend of the message step (FAGNN.set_backend)
         self.edge_mlp = nn.Sequential(
             nn.Linear(2 * hidden_nf + edges_in_nf, hidden_nf),
             activation(act_fn),
@@ -157,8 +159,11 @@ class GCL(nn.Module):
 
         The first linear map of :math:`\phi_e` acts on the concatenation :math:`(h_i, h_j, a_{ij})`; it is
         applied as :math:`W_1 h_i + W_2 h_j + W_3 a_{ij} + b` with the node terms computed once per node instead
-        of once per edge (the same numbers up to round-off).
+        of once per edge (the same numbers up to round-off). With ``backend`` set, the whole step is
+        :func:`zoo.kernels.fused_aggregate`.
         """
+        if self.backend is not None:
+            return fused_aggregate(h, edge_index, edge_attr, self.edge_mlp, backend=self.backend)
         source, target = edge_index
         first, rest = self.edge_mlp[0], self.edge_mlp[1:]
         hidden = h.shape[1]
@@ -223,6 +228,19 @@ class FAGNN(nn.Module):
     def layers(self) -> list[GCL]:
         """The layers ``gcl_0 ... gcl_{n_layers-1}`` in order."""
         return [getattr(self, f"gcl_{index}") for index in range(self.n_layers)]
+
+    def set_backend(self, backend: str | None) -> None:
+        """Run every layer's message step through :mod:`zoo.kernels` with ``backend``, or the layers' own
+        PyTorch code (``None``, default); a runtime setting, results equal to round-off.
+
+        Raises:
+            KernelError: an unknown backend or an activation the kernels lack.
+        """
+        for index, layer in enumerate(self.layers()):
+            edge_dim = layer.edge_mlp[0].in_features - 2 * self.hidden_nf
+            check_fusable(backend, layer.edge_mlp, self.hidden_nf, edge_dim, f"FAGNN layer gcl_{index}")
+        for layer in self.layers():
+            layer.backend = backend
 
     def forward(self, graph: Data) -> dict[str, Tensor]:
         """``{"pos": [N, 3]}``: positions after the model's time horizon."""

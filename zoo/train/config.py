@@ -56,6 +56,11 @@ class ModelConfig(_Section):
     architecture: str
     args: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict, description="merged over the model's metadata")
+    backend: str | None = Field(
+        None,
+        description="run the message passing through zoo.kernels with this backend (auto, torch, compile, "
+        "triton, torch_scatter) where the model has a fused path; a runtime setting, not saved with the model",
+    )
 
 
 class DatasetSource(_Section):

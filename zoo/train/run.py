@@ -29,6 +29,7 @@ from zoo import plots as figures
 from zoo.api import load
 from zoo.checkpoint import save_pretrained
 from zoo.graph import AtomsGraph
+from zoo.kernels import set_backend
 from zoo.registry import create_model, get_architecture
 from zoo.train.card import DataFile, training_card
 from zoo.train.config import TrainConfig
@@ -81,6 +82,8 @@ def _build_model(config: TrainConfig, base: str | None, dtype: torch.dtype) -> t
             raise ValueError("zoo train needs a model: section (architecture and args) in the config")
         model = create_model(config.model.architecture, **config.model.args)
         model.metadata = {**getattr(model, "metadata", {}), **config.model.metadata}
+        if config.model.backend is not None:
+            set_backend(model, config.model.backend)
     return model.to(dtype=dtype).train()
 
 
