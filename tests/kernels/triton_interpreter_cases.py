@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _kernel_helpers import TOLERANCES, check_parity, edge_mlp, force_loss, make_case
+from _kernel_helpers import TOLERANCES, check_parity, check_so2_parity, edge_mlp, force_loss, make_case, so2_case
 from torch import nn
 
 from zoo.kernels import build_csr, message_aggregate
@@ -45,3 +45,23 @@ def test_csr_deterministic_and_empty():
     assert torch.equal(first, message_aggregate(h, csr, edge_attr, mlp, backend="triton"))
     empty = message_aggregate(h, torch.zeros(2, 0, dtype=torch.long), edge_attr[:0], mlp, backend="triton")
     assert empty.shape == (40, 16) and not empty.any()
+
+
+@pytest.mark.parametrize(("dtype", "sorted_index"), [(torch.float64, False), (torch.float32, True)])
+def test_so2_rotations(dtype, sorted_index):
+    """gather_rotate / rotate_back_sum: widths that need masking (K = 16, R = 11, C = 6), unsorted targets
+    (walked through the sorting permutation), a node without edges; values and first derivatives."""
+    check_so2_parity("triton", dtype, sorted_index=sorted_index)
+
+
+def test_so2_second_derivatives():
+    from zoo.kernels import gather_rotate, rotate_back_sum
+
+    x, wigner_in, message, wigner_out, index = so2_case(torch.float64, "cpu", 5, 9, 4, 3, 2)
+
+    def fn(x, message):
+        rotated = gather_rotate(x, wigner_in.detach(), index, backend="triton")
+        summed = rotate_back_sum(message, wigner_out.detach(), index, 5, backend="triton")
+        return rotated.square().sum() + summed.pow(3).sum()
+
+    assert torch.autograd.gradgradcheck(fn, (x, message))

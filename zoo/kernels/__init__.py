@@ -4,6 +4,8 @@
   (:mod:`zoo.kernels.message`).
 - :func:`segment_sum`: per-edge rows reduced into per-node rows, ``"csr"`` (deterministic) or ``"atomic"``
   (:mod:`zoo.kernels.segment`).
+- :func:`gather_rotate` / :func:`rotate_back_sum`: the edge gather + Wigner rotation + m-truncation of the SO(2)
+  convolutions (eSCN, EquiformerV2), and the rotation back + sum at the targets (:mod:`zoo.kernels.so2`).
 - :func:`build_csr` / :class:`CSRGraph`: the receiver-sorted view of a graph, built once and shared by layers.
 - :func:`set_backend`: route a model's message passing through these kernels (``zoo.load(..., backend=)``,
   ``model.backend`` in a training config).
@@ -24,10 +26,12 @@ from zoo.kernels.message import (
     message_aggregate_reference,
 )
 from zoo.kernels.segment import CSRGraph, Segments, build_csr, segment_sum, sort_by_target
+from zoo.kernels.so2 import SO2_BACKENDS, gather_rotate, rotate_back_sum
 
 __all__ = [
     "BACKENDS",
     "LAYOUTS",
+    "SO2_BACKENDS",
     "CSRGraph",
     "EdgeMLP",
     "KernelError",
@@ -36,9 +40,11 @@ __all__ = [
     "build_csr",
     "check_fusable",
     "fused_aggregate",
+    "gather_rotate",
     "message_aggregate",
     "message_aggregate_reference",
     "resolve_backend",
+    "rotate_back_sum",
     "segment_sum",
     "set_backend",
     "sort_by_target",
