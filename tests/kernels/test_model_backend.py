@@ -9,9 +9,11 @@ import pytest
 import torch
 from ase.build import add_adsorbate, fcc111
 from golden import FIXTURES as GOLDEN_FIXTURES
-from golden import load_golden, section
+from golden import golden_graph, load_golden, relative, section
+from safetensors.torch import load_file
 
 import zoo
+from zoo.converters import convert
 from zoo.graph import AtomsGraph, batch_graphs, radius_graph
 from zoo.graph.ase_io import from_ase
 from zoo.kernels import KernelError, set_backend
@@ -136,3 +138,55 @@ def test_training_config_takes_a_backend():
         {"model": {"architecture": "fa-gnn-nbody", "backend": "torch"}, "data": {"batch_size": 4}}
     )
     assert config.model.backend == "torch"
+
+
+# --- eSCN and EquiformerV2 on the SO(2) rotation kernels ------------------------------------------------------------
+
+FAIRCHEM = GOLDEN_FIXTURES / "fairchem"
+SO2_CASES = ["eqv2_medium_monolithic", "escn_medium_monolithic", "eqv2_tiny_omat"]
+
+
+@pytest.mark.parametrize("case", SO2_CASES)
+def test_official_outputs_through_the_so2_kernels(case):
+    """fairchem's golden energies and forces (same frame draws) with the rotations by gather_rotate and
+    rotate_back_sum; equal to the model's own code to round-off, parameter gradients included."""
+    tensors = load_file(FAIRCHEM / f"{case}.safetensors")
+    model = convert("fairchem", FAIRCHEM / f"{case}.pt").double()
+    structure = "salt" if "omat" in case else "slab"
+    graph = golden_graph(tensors, structure)
+    perpendicular = tensors[f"{structure}.perpendicular"]
+
+    def run():
+        out = model(graph, perpendicular=perpendicular)
+        loss = out["energy"].square().sum() + out["forces"].square().sum()
+        return [out["energy"], out["forces"], *torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)]
+
+    expected = run()
+    set_backend(model, "torch")
+    got = run()
+    assert relative(got[0], tensors[f"{structure}.energy"]) <= 1e-6
+    assert relative(got[1], tensors[f"{structure}.forces"]) <= 1e-6
+    for g, w in zip(got, expected, strict=True):
+        if w is not None:
+            torch.testing.assert_close(g, w, **TOLERANCE)
+
+
+def test_so2_backends_are_checked():
+    model = convert("fairchem", FAIRCHEM / "escn_medium_monolithic.pt")
+    with pytest.raises(KernelError, match="SO\\(2\\) rotation kernels take backend in"):
+        set_backend(model, "compile")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("case", ["eqv2_medium_monolithic", "escn_medium_monolithic"])
+def test_so2_triton_on_cuda(case):
+    tensors = load_file(FAIRCHEM / f"{case}.safetensors")
+    model = convert("fairchem", FAIRCHEM / f"{case}.pt").double().cuda()
+    graph = golden_graph(tensors, "slab").to("cuda")
+    perpendicular = tensors["slab.perpendicular"].cuda()
+    expected = model(graph, perpendicular=perpendicular)
+    set_backend(model, "triton")
+    got = model(graph, perpendicular=perpendicular)
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(got[key], expected[key], **TOLERANCE)

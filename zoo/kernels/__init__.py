@@ -56,7 +56,9 @@ def set_backend(model: nn.Module, backend: str | None) -> nn.Module:
     own PyTorch code, the default). A runtime setting, not part of the checkpoint; results equal to round-off.
 
     Models with a fused path: ``egnn-qm9`` and other :class:`~zoo.models.egnn.EGNN` models without coordinate
-    updates (``egnn-potential``, the EMT demo), and ``fa-gnn-nbody``.
+    updates (``egnn-potential``, the EMT demo) and ``fa-gnn-nbody`` (:func:`message_aggregate`, any backend);
+    eSCN and EquiformerV2 (:func:`gather_rotate` / :func:`rotate_back_sum`: ``"auto"``, ``"torch"``,
+    ``"triton"``).
 
     Raises:
         KernelError: an unknown backend, or a model (or layer) without a fused path, named with the reason.
@@ -65,7 +67,7 @@ def set_backend(model: nn.Module, backend: str | None) -> nn.Module:
     if setter is None:
         raise KernelError(
             f"{type(model).__name__} has no fused message-passing path (backend={backend!r}); models with one: "
-            "EGNN models without coordinate updates (egnn-qm9, egnn-potential) and fa-gnn-nbody"
+            "EGNN models without coordinate updates (egnn-qm9, egnn-potential), fa-gnn-nbody, eSCN, EquiformerV2"
         )
     setter(backend)
     return model

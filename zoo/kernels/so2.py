@@ -42,11 +42,20 @@ from torch import Tensor
 from zoo.kernels.backends import KernelError, triton_interpreted
 from zoo.kernels.segment import Segments, _row_pointers, _segment_sum_impl
 
-__all__ = ["SO2_BACKENDS", "gather_rotate", "rotate_back_sum"]
+__all__ = ["SO2_BACKENDS", "check_so2_backend", "gather_rotate", "rotate_back_sum"]
 
 SO2_BACKENDS = ("auto", "torch", "triton")
 # On CPU the "torch" backend works on chunks of edges whose [chunk, K, C] products hold about this many numbers.
 CPU_CHUNK_ELEMENTS = 2**20
+
+
+def check_so2_backend(backend: str | None) -> None:
+    """Raise :class:`KernelError` unless ``backend`` is ``None`` (a model's own code) or in :data:`SO2_BACKENDS`."""
+    if backend is not None and backend not in SO2_BACKENDS:
+        raise KernelError(
+            f"the SO(2) rotation kernels take backend in {SO2_BACKENDS} (or None for the model's own code), got "
+            f"{backend!r}"
+        )
 
 
 def resolve_so2_backend(backend: str, device: torch.device) -> str:

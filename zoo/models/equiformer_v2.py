@@ -67,6 +67,7 @@ from torch_geometric.data import Data
 
 from zoo.geometry import GaussianSmearing, edge_wigner
 from zoo.graph import edge_vectors, node_graph_index, num_graphs
+from zoo.kernels.so2 import check_so2_backend, gather_rotate, rotate_back_sum
 from zoo.nn import (
     CoefficientLayout,
     EdgeRotation,
@@ -151,6 +152,7 @@ class EdgeDegreeEmbedding(nn.Module):
         super().__init__()
         self.sphere_channels, self.layout, self.rescale_factor = sphere_channels, layout, rescale_factor
         self.edge_chunk_size: int | None = None
+        self.backend: str | None = None  # zoo.kernels SO(2) rotation backend (EquiformerV2.set_backend)
         self.source_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         self.target_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         nn.init.uniform_(self.source_embedding.weight, -0.001, 0.001)
@@ -160,10 +162,14 @@ class EdgeDegreeEmbedding(nn.Module):
         m0_rows = layout.to_order_major[: layout.order_sizes[0]]  # rows of m = 0 in the reduced layout
         self.register_buffer("m0_rows", m0_rows, persistent=False)
 
+    def m0_messages(self, z: Tensor, rbf: Tensor, edge_index: Tensor) -> Tensor:
+        """The :math:`m = 0` coefficients of the edges' messages in the edge frames, ``[E, L + 1, C]``."""
+        features = _edge_embeddings(self.source_embedding, self.target_embedding, z, edge_index, rbf)
+        return self.rad_func(features).reshape(-1, self.layout.order_sizes[0], self.sphere_channels)
+
     def edge_messages(self, z: Tensor, rbf: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
         """The rotated-back :math:`m = 0` messages of the edges, ``[E, K, C]``, before the sum and the scaling."""
-        features = _edge_embeddings(self.source_embedding, self.target_embedding, z, edge_index, rbf)
-        m0 = self.rad_func(features).reshape(-1, self.layout.order_sizes[0], self.sphere_channels)  # [E, L+1, C]
+        m0 = self.m0_messages(z, rbf, edge_index)
         return rotation.wigner_out[:, :, self.m0_rows] @ m0  # only the m = 0 columns are non-zero
 
     def forward(self, z: Tensor, rbf: EdgeValues, edge_index: Tensor, rotation: Rotation, num_nodes: int) -> Tensor:
@@ -174,6 +180,10 @@ class EdgeDegreeEmbedding(nn.Module):
                 num_nodes,
                 self.edge_chunk_size,
             )
+            return out / self.rescale_factor
+        if self.backend is not None:
+            m0, back = self.m0_messages(z, rbf, edge_index), rotation.wigner_out[:, :, self.m0_rows]
+            out = rotate_back_sum(m0, back, edge_index[1], num_nodes, backend=self.backend)
             return out / self.rescale_factor
         message = self.edge_messages(z, rbf, edge_index, rotation)
         out = message.new_zeros(num_nodes, message.shape[1], self.sphere_channels)
@@ -221,6 +231,7 @@ class SO2EquivariantGraphAttention(nn.Module):
         self.attn_value_channels = attn_value_channels
         self.use_gate_act, self.use_sep_s2_act = use_gate_act, use_sep_s2_act
         self.edge_chunk_size: int | None = None
+        self.backend: str | None = None  # zoo.kernels SO(2) rotation backend (EquiformerV2.set_backend)
         self.source_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         self.target_embedding = nn.Embedding(max_num_elements, edge_channels_list[-1])
         nn.init.uniform_(self.source_embedding.weight, -0.001, 0.001)
@@ -256,15 +267,23 @@ class SO2EquivariantGraphAttention(nn.Module):
         rotation: EdgeRotation,
         target: Tensor,
         num_nodes: int,
+        *,
+        rotate_back: bool = True,
     ) -> Tensor:
-        r"""The attention-weighted messages :math:`\alpha_{ij} D(R_{ij})^T \ldots` of the edges, ``[E, K, H V]``.
+        r"""The attention-weighted messages :math:`\alpha_{ij} D(R_{ij})^T \ldots` of the edges, ``[E, K, H V]``
+        (``rotate_back=False``: still in the edge frames, ``[E, K_r, H V]``).
 
         ``target [E]`` and ``num_nodes`` index the softmax groups: ``edge_index[1]`` and ``x.shape[0]``, or a
         chunk's local targets (:attr:`zoo.nn.chunking.EdgeChunk.target`), which hold every edge of their nodes.
+        With ``backend`` set the two ends are gathered and rotated by :func:`zoo.kernels.gather_rotate`.
         """
         source = edge_index[0]
         features = _edge_embeddings(self.source_embedding, self.target_embedding, z, edge_index, rbf)
-        message = rotation.rotate(torch.cat([x[source], x[edge_index[1]]], dim=2))  # [E, K_r, 2C]
+        if self.backend is None:
+            message = rotation.rotate(torch.cat([x[source], x[edge_index[1]]], dim=2))  # [E, K_r, 2C]
+        else:
+            ends = (gather_rotate(x, rotation.wigner_in, index, backend=self.backend) for index in edge_index)
+            message = torch.cat(list(ends), dim=2)
         message, extra = self.so2_conv_1(message, features)
         num_alpha = self.num_heads * self.attn_alpha_channels
         alpha_features, gates = extra[:, :num_alpha], extra[:, num_alpha:]
@@ -282,7 +301,8 @@ class SO2EquivariantGraphAttention(nn.Module):
         message = (
             message.reshape(*message.shape[:2], self.num_heads, self.attn_value_channels) * alpha[:, None, :, None]
         )
-        return rotation.rotate_back(message.reshape(*message.shape[:2], -1))  # [E, K, H * V]
+        message = message.reshape(*message.shape[:2], -1)  # [E, K_r, H * V]
+        return rotation.rotate_back(message) if rotate_back else message
 
     def forward(self, x: Tensor, z: Tensor, rbf: EdgeValues, edge_index: Tensor, rotation: Rotation) -> Tensor:
         num_nodes = x.shape[0]
@@ -295,6 +315,9 @@ class SO2EquivariantGraphAttention(nn.Module):
 
             return self.proj(chunked_scatter_sum(chunk_messages, edge_index, num_nodes, self.edge_chunk_size))
         target = edge_index[1]
+        if self.backend is not None:
+            message = self.edge_messages(x, z, rbf, edge_index, rotation, target, num_nodes, rotate_back=False)
+            return self.proj(rotate_back_sum(message, rotation.wigner_out, target, num_nodes, backend=self.backend))
         message = self.edge_messages(x, z, rbf, edge_index, rotation, target, num_nodes)
         out = message.new_zeros(num_nodes, *message.shape[1:]).index_add_(0, target, message)
         return self.proj(out)
@@ -553,6 +576,21 @@ class EquiformerV2(nn.Module):
         for module in self.modules():
             if isinstance(module, (EdgeDegreeEmbedding, SO2EquivariantGraphAttention, Rank2SymmetricHead)):
                 module.edge_chunk_size = self.edge_chunk_size
+
+    def set_backend(self, backend: str | None) -> None:
+        """Rotate the edge coefficients of the attention blocks (force head included) and the edge-degree
+        embedding with :func:`zoo.kernels.gather_rotate` / :func:`zoo.kernels.rotate_back_sum` (``"auto"``,
+        ``"torch"``, ``"triton"``), which never form the ``[E, K, C]`` gathered and rotated-back tensors, or with
+        the model's own ``bmm`` + ``index_add_`` (``None``, default). A runtime setting, not part of the
+        checkpoint; results equal to round-off. Edge chunking, when set and needed, takes precedence.
+
+        Raises:
+            KernelError: a backend the SO(2) kernels do not have.
+        """
+        check_so2_backend(backend)
+        for module in self.modules():
+            if isinstance(module, (EdgeDegreeEmbedding, SO2EquivariantGraphAttention)):
+                module.backend = backend
 
     def embed(
         self, graph: Data, perpendicular: Tensor | None = None

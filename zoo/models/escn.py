@@ -67,6 +67,7 @@ from torch_geometric.data import Data
 
 from zoo.geometry import GaussianSmearing, edge_wigner, spherical_harmonics
 from zoo.graph import edge_vectors, node_graph_index, num_graphs
+from zoo.kernels.so2 import check_so2_backend, gather_rotate, rotate_back_sum
 from zoo.nn import CoefficientLayout, EdgeRotation, S2Activation, S2Grid
 from zoo.nn.chunking import check_max_edges, chunked_scatter_sum
 from zoo.nn.graph_ops import atomic_numbers_for
@@ -266,6 +267,7 @@ class MessageBlock(nn.Module):
         super().__init__()
         self.sphere_channels = sphere_channels
         self.edge_chunk_size: int | None = None
+        self.backend: str | None = None  # zoo.kernels SO(2) rotation backend (ESCN.set_backend)
         self.edge_block = EdgeBlock(edge_channels, distance_expansion, max_num_elements)
         self.so2_block_source = SO2Block(sphere_channels, hidden_channels, edge_channels, layout)
         self.so2_block_target = SO2Block(sphere_channels, hidden_channels, edge_channels, layout)
@@ -273,14 +275,33 @@ class MessageBlock(nn.Module):
         self.register_buffer("to_order_major", layout.to_order_major, persistent=False)
         self.register_buffer("to_degree_major", layout.to_degree_major, persistent=False)
 
-    def edge_messages(self, x: Tensor, z: Tensor, length: Tensor, edge_index: Tensor, rotation: EdgeRotation) -> Tensor:
-        r"""The messages :math:`D_{ij}^T \sigma_{S^2}(\ldots)` of the edges, ``[E, K, C]``, before the sum."""
+    def edge_messages(
+        self,
+        x: Tensor,
+        z: Tensor,
+        length: Tensor,
+        edge_index: Tensor,
+        rotation: EdgeRotation,
+        *,
+        rotate_back: bool = True,
+    ) -> Tensor:
+        r"""The messages :math:`D_{ij}^T \sigma_{S^2}(\ldots)` of the edges, ``[E, K, C]``, before the sum
+        (``rotate_back=False``: still in the edge frames, ``[E, K_r, C]``).
+
+        With ``backend`` set the two ends are gathered and rotated by :func:`zoo.kernels.gather_rotate`."""
         source, target = edge_index
         edge = self.edge_block(length, z[source], z[target])  # [E, C_e]
-        rotated = rotation.rotate(torch.cat([x[source], x[target]], dim=2))[:, self.to_order_major]  # [E, K_r, 2C]
-        x_source, x_target = rotated.split(self.sphere_channels, dim=2)
+        if self.backend is None:
+            rotated = rotation.rotate(torch.cat([x[source], x[target]], dim=2))  # [E, K_r, 2C]
+            x_source, x_target = rotated[:, self.to_order_major].split(self.sphere_channels, dim=2)
+        else:
+            x_source, x_target = (
+                gather_rotate(x, rotation.wigner_in, index, backend=self.backend)[:, self.to_order_major]
+                for index in (source, target)
+            )
         message = self.so2_block_source(x_source, edge) + self.so2_block_target(x_target, edge)
-        return rotation.rotate_back(self.act(message[:, self.to_degree_major]))  # [E, K, C]
+        message = self.act(message[:, self.to_degree_major])
+        return rotation.rotate_back(message) if rotate_back else message  # [E, K, C] or [E, K_r, C]
 
     def forward(self, x: Tensor, z: Tensor, length: Tensor, edge_index: Tensor, rotation: Rotation) -> Tensor:
         if self.edge_chunk_size is not None and edge_index.shape[1] > self.edge_chunk_size:
@@ -290,6 +311,9 @@ class MessageBlock(nn.Module):
                 x.shape[0],
                 self.edge_chunk_size,
             )
+        if self.backend is not None:
+            message = self.edge_messages(x, z, length, edge_index, rotation, rotate_back=False)
+            return rotate_back_sum(message, rotation.wigner_out, edge_index[1], x.shape[0], backend=self.backend)
         message = self.edge_messages(x, z, length, edge_index, rotation)
         return message.new_zeros(x.shape[0], *message.shape[1:]).index_add_(0, edge_index[1], message)
 
@@ -466,6 +490,20 @@ class ESCN(nn.Module):
         for module in self.modules():
             if isinstance(module, MessageBlock):
                 module.edge_chunk_size = self.edge_chunk_size
+
+    def set_backend(self, backend: str | None) -> None:
+        """Rotate the edge coefficients with :func:`zoo.kernels.gather_rotate` / :func:`zoo.kernels.rotate_back_sum`
+        (``"auto"``, ``"torch"``, ``"triton"``), which never form the ``[E, K, C]`` gathered and rotated-back
+        tensors, or with the model's own ``bmm`` + ``index_add_`` (``None``, default). A runtime setting, not
+        part of the checkpoint; results equal to round-off. Edge chunking, when set and needed, takes precedence.
+
+        Raises:
+            KernelError: a backend the SO(2) kernels do not have.
+        """
+        check_so2_backend(backend)
+        for module in self.modules():
+            if isinstance(module, MessageBlock):
+                module.backend = backend
 
     def _check(self, graph: Data) -> Tensor:
         """Validate the graph's fields, dtype and atomic numbers; return ``z`` as long."""
