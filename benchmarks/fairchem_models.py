@@ -20,6 +20,8 @@ re-enables autograd inside through ``conditional_grad``, as in its own predict l
 CUDA events. Reported: milliseconds, ratio fairchem / zoo (> 1: zoo faster), atoms/s, peak CUDA memory, and
 the output differences (zoo's deterministic edge frames against fairchem's random ones: ~1e-5 eV/Å).
 ``ratios.png`` beside ``results.json`` shows the ratio per model as bars (``--no-plots``: not written).
+``--backends torch triton`` adds zoo with its SO(2) rotations on :mod:`zoo.kernels` (``set_backend``: fused
+gather + rotation, rotation back + sum) to the same interleaved rounds.
 """
 
 from __future__ import annotations
@@ -152,8 +154,12 @@ def inputs(device: torch.device) -> tuple[Batch, Any]:
     return Batch.from_data_list([data]).to(device), graph.to(device)
 
 
-def _call(model: torch.nn.Module, data: Any) -> Callable[[], dict[str, torch.Tensor]]:
+def _call(model: torch.nn.Module, data: Any, backend: str | None = None) -> Callable[[], dict[str, torch.Tensor]]:
+    """One no-grad forward; for a zoo model, with its SO(2) rotations on ``backend`` (``None``: its own code)."""
+
     def forward() -> dict[str, torch.Tensor]:
+        if hasattr(model, "set_backend"):
+            model.set_backend(backend)
         with torch.no_grad():
             return model(data)
 
@@ -179,7 +185,9 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     reference, model = reference.to(device), model.to(device)
     data, graph = inputs(device)
     fns = {"zoo": _call(model, graph), "fairchem": _call(reference, data)}
+    fns.update({f"zoo[{backend}]": _call(model, graph, backend) for backend in args.backends})
     expected, out = fns["fairchem"](), fns["zoo"]()
+    variants = {impl: fns[impl]() for impl in fns if impl.startswith("zoo[")}
     timings = measure(fns, device, args.runs, args.warmup)
     row: dict[str, Any] = {
         "model": name,
@@ -192,8 +200,16 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         "timings": timings,
         "peak_mib": {impl: peak_memory(fn, device) for impl, fn in fns.items()},
     }
-    if all("median_s" in timings[impl] for impl in fns):
+    if all("median_s" in timings[impl] for impl in ("zoo", "fairchem")):
         row["ratio_fairchem_over_zoo"] = timings["fairchem"]["median_s"] / timings["zoo"]["median_s"]
+    row["backends"] = {
+        impl: {
+            "ratio_fairchem_over": timings["fairchem"].get("median_s", float("nan"))
+            / timings[impl].get("median_s", float("nan")),
+            "forces_max_abs_diff_vs_zoo": (result["forces"] - out["forces"]).abs().max().item(),
+        }
+        for impl, result in variants.items()
+    }
     return row
 
 
@@ -206,8 +222,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['warmup']} warm-up calls. Ratio = fairchem time / zoo time (> 1: zoo is faster).",
         "",
         "| model | params | atoms | edges | zoo ms | fairchem ms | ratio | zoo atoms/s | peak MiB zoo / fairchem "
-        "| max abs dF / max abs F (eV/Å) | abs dE (eV) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| max abs dF / max abs F (eV/Å) | abs dE (eV) | zoo on the SO(2) kernels: ms (ratio) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in results["rows"]:
         times = {impl: row["timings"][impl].get("median_s") for impl in ("zoo", "fairchem")}
@@ -220,14 +236,29 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {row['model']} | {row['parameters']:,} | {row['atoms']} | {row['edges']} | {ms['zoo']} | "
             f"{ms['fairchem']} | {ratio} | {rate} | {memory} | "
             f"{row['forces_max_abs_diff']:.1e} / {row['forces_max_abs']:.1e} | "
-            f"{row['energy_abs_diff']:.2e} |"
+            f"{row['energy_abs_diff']:.2e} | {_variants(row)} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def _variants(row: dict[str, Any]) -> str:
+    cells = []
+    for impl, numbers in row.get("backends", {}).items():
+        median = row["timings"][impl].get("median_s")
+        time = f"{1e3 * median:.1f}" if median else row["timings"][impl].get("error", "-")
+        cells.append(f"{impl} {time} ({numbers['ratio_fairchem_over']:.2f})")
+    return ", ".join(cells) or "-"
+
+
 def plot(results: dict[str, Any], out: Path) -> Path:
     """``out/ratios.png``: fairchem time / zoo time per model (bars above 1: zoo is faster)."""
-    ratios = {row["model"]: {"fairchem / zoo": row.get("ratio_fairchem_over_zoo")} for row in results["rows"]}
+    ratios = {
+        row["model"]: {
+            "fairchem / zoo": row.get("ratio_fairchem_over_zoo"),
+            **{f"fairchem / {impl}": v["ratio_fairchem_over"] for impl, v in row.get("backends", {}).items()},
+        }
+        for row in results["rows"]
+    }
     title = f"zoo vs fairchem {results['fairchem']}, forward, {results['device_name']}"
     path = out / "ratios.png"
     ratio_bars(ratios, path, title=title, ylabel="fairchem time / zoo time")
@@ -243,6 +274,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up calls (default: 2 on CPU, 5 on CUDA)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random weights")
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="do not write ratios.png")
+    parser.add_argument(
+        "--backends",
+        nargs="*",
+        default=[],
+        choices=["auto", "torch", "triton"],
+        help="also time zoo with its SO(2) rotations on these zoo.kernels backends (set_backend), same run",
+    )
     return parser.parse_args(argv)
 
 
