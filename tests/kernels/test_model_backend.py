@@ -17,7 +17,7 @@ from zoo.converters import convert
 from zoo.graph import AtomsGraph, batch_graphs, radius_graph
 from zoo.graph.ase_io import from_ase
 from zoo.kernels import KernelError, set_backend
-from zoo.testing import bulk_graph, molecule_graph, slab_graph
+from zoo.testing import bulk_graph, molecule_graph, nbody_graph, slab_graph
 from zoo.train.config import TrainConfig
 
 HAS_SCATTER = importlib.util.find_spec("torch_scatter") is not None
@@ -28,14 +28,6 @@ BACKENDS = [
     pytest.param("torch_scatter", marks=pytest.mark.skipif(not HAS_SCATTER, reason="torch-scatter not installed")),
 ]
 TOLERANCE = {"rtol": 1e-9, "atol": 1e-10}
-
-
-def _nbody_graph(num: int, seed: int) -> AtomsGraph:
-    generator = torch.Generator().manual_seed(seed)
-    charges = torch.where(torch.rand(num, 1, generator=generator) < 0.5, -1.0, 1.0).double()
-    pos = torch.randn(num, 3, generator=generator, dtype=torch.float64)
-    vel = 0.5 * torch.randn(num, 3, generator=generator, dtype=torch.float64)
-    return AtomsGraph.build(pos, charges=charges, vel=vel)
 
 
 ELEMENTS = [1, 6, 7, 8, 11, 13, 17, 29]  # those of the test graphs
@@ -51,7 +43,7 @@ def _input(name: str) -> AtomsGraph:
         return batch_graphs([molecule_graph(6, seed=1), molecule_graph(4, seed=2)])
     if name == "egnn-potential":
         return batch_graphs([molecule_graph(6, seed=1, cutoff=4.0), bulk_graph(cutoff=4.0), slab_graph(cutoff=4.0)])
-    return batch_graphs([_nbody_graph(5, 1), _nbody_graph(4, 2), _nbody_graph(6, 3)])
+    return batch_graphs([nbody_graph(5, seed=1), nbody_graph(4, seed=2), nbody_graph(6, seed=3)])
 
 
 def _model(name: str) -> torch.nn.Module:

@@ -12,7 +12,7 @@ from golden import section
 import zoo
 from zoo.graph import AtomsGraph, GraphError, batch_graphs, radius_graph
 from zoo.models.egnn import EGCL, EGNN, complete_edge_index
-from zoo.testing import assert_equivariant, bulk_graph, molecule_graph, slab_graph
+from zoo.testing import assert_equivariant, bulk_graph, molecule_graph, nbody_graph, slab_graph
 
 FIXTURES = GOLDEN_FIXTURES / "egnn"
 PARITY = 1e-10  # max |zoo - official| relative to max(1, max |official|), float64
@@ -24,13 +24,6 @@ def load_golden(name: str) -> tuple[dict[str, torch.Tensor], dict]:
 
 def assert_parity(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert_within(actual, expected, PARITY)
-
-
-def nbody_graph(num: int, seed: int, dtype=torch.float64) -> AtomsGraph:
-    generator = torch.Generator().manual_seed(seed)
-    charges = torch.where(torch.rand(num, 1, generator=generator) < 0.5, -1.0, 1.0).to(dtype)
-    pos = torch.randn(num, 3, generator=generator, dtype=dtype)
-    return AtomsGraph.build(pos, charges=charges, vel=0.5 * torch.randn(num, 3, generator=generator, dtype=dtype))
 
 
 def tiny(name: str, **kwargs) -> torch.nn.Module:
@@ -54,7 +47,7 @@ def tiny_input(name: str) -> AtomsGraph:
             graph.x = torch.randn(graph.pos.shape[0], 4, dtype=torch.float64, generator=generator)
         return batch_graphs(graphs)
     if name == "egnn-nbody":
-        return batch_graphs([nbody_graph(5, 1), nbody_graph(4, 2)])
+        return batch_graphs([nbody_graph(5, seed=1), nbody_graph(4, seed=2)])
     if name == "egnn-qm9":
         return batch_graphs([molecule_graph(6, seed=1), molecule_graph(4, seed=2)])
     return batch_graphs([molecule_graph(6, seed=1, cutoff=4.0), bulk_graph(cutoff=4.0)])

@@ -13,7 +13,7 @@ import zoo
 from zoo.datasets import NBodyDataset, generate_nbody_dataset
 from zoo.graph import AtomsGraph, GraphError, batch_graphs
 from zoo.models.fa_gnn import GCL
-from zoo.testing import assert_equivariant
+from zoo.testing import assert_equivariant, nbody_graph
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"hidden_nf": 12, "n_layers": 3}
@@ -22,15 +22,8 @@ TINY = {"hidden_nf": 12, "n_layers": 3}
 PRETRAINED_MSE_BOUND = 0.02
 
 
-def nbody_graph(num: int, seed: int, dtype=torch.float64) -> AtomsGraph:
-    generator = torch.Generator().manual_seed(seed)
-    charges = torch.where(torch.rand(num, 1, generator=generator) < 0.5, -1.0, 1.0).to(dtype)
-    pos = torch.randn(num, 3, generator=generator, dtype=dtype)
-    return AtomsGraph.build(pos, charges=charges, vel=0.5 * torch.randn(num, 3, generator=generator, dtype=dtype))
-
-
 def tiny_input() -> AtomsGraph:
-    return batch_graphs([nbody_graph(5, 1), nbody_graph(4, 2), nbody_graph(6, 3)])
+    return batch_graphs([nbody_graph(5, seed=1), nbody_graph(4, seed=2), nbody_graph(6, seed=3)])
 
 
 def tiny(**kwargs) -> torch.nn.Module:
@@ -87,7 +80,7 @@ def test_predicts_positions_not_displacements():
     model = tiny().eval()
     torch.nn.init.zeros_(model.decoder[2].weight)
     torch.nn.init.zeros_(model.decoder[2].bias)
-    graph = nbody_graph(5, 4)
+    graph = nbody_graph(5, seed=4)
     out = model(graph)["pos"]
     torch.testing.assert_close(out, graph.pos.mean(0, keepdim=True).expand(5, 3))
 
@@ -110,7 +103,7 @@ def test_forward_backward():
 
 def test_float32_batch_matches_single_graphs():
     model = zoo.create_model("fa-gnn-nbody").eval()
-    graphs = [nbody_graph(5, seed, dtype=torch.float32) for seed in range(3)]
+    graphs = [nbody_graph(5, seed=seed, dtype=torch.float32) for seed in range(3)]
     batched = model(batch_graphs(graphs))["pos"]
     single = torch.cat([model(graph)["pos"] for graph in graphs])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
@@ -129,12 +122,12 @@ def test_bad_inputs():
         zoo.create_model("fa-gnn-nbody", hidden_nf=64)
     with pytest.raises(ValueError, match="group must be"):
         zoo.create_model("fa-gnn-nbody", group="E2")
-    graph = nbody_graph(5, 1)
+    graph = nbody_graph(5, seed=1)
     del graph.charges
     with pytest.raises(GraphError, match=r"graph\.charges"):
         tiny()(graph)
     with pytest.raises(GraphError, match="float32"):
-        tiny()(nbody_graph(5, 1, dtype=torch.float32))
+        tiny()(nbody_graph(5, seed=1, dtype=torch.float32))
 
 
 # ------------------------------------------------------------------------------------- embedded checkpoint

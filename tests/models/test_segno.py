@@ -13,7 +13,7 @@ import zoo
 from zoo.graph import AtomsGraph, GraphError, batch_graphs, radius_graph
 from zoo.models.egnn import complete_edge_index, dynamics_features
 from zoo.models.segno import SEGNO, checkpoint_filter_fn
-from zoo.testing import assert_equivariant, molecule_graph
+from zoo.testing import assert_equivariant, molecule_graph, nbody_graph
 
 FIXTURES = GOLDEN_FIXTURES / "segno"
 PARITY = 1e-10  # max |zoo - official| relative to max(1, max |official|), float64
@@ -27,14 +27,6 @@ def assert_parity(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert_within(actual, expected, PARITY)
 
 
-def nbody_graph(num: int, seed: int) -> AtomsGraph:
-    generator = torch.Generator().manual_seed(seed)
-    charges = torch.where(torch.rand(num, 1, generator=generator) < 0.5, -1.0, 1.0).double()
-    pos = torch.randn(num, 3, generator=generator, dtype=torch.float64)
-    vel = 0.5 * torch.randn(num, 3, generator=generator, dtype=torch.float64)
-    return AtomsGraph.build(pos, charges=charges, vel=vel)
-
-
 def md_graph(num: int, seed: int) -> AtomsGraph:
     graph = molecule_graph(num, seed=seed, cutoff=2.5)
     graph.vel = 0.05 * torch.randn(num, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
@@ -42,7 +34,10 @@ def md_graph(num: int, seed: int) -> AtomsGraph:
 
 
 TINY = {
-    "segno-nbody": ({"hidden_nf": 8, "n_layers": 3}, lambda: batch_graphs([nbody_graph(5, 1), nbody_graph(3, 2)])),
+    "segno-nbody": (
+        {"hidden_nf": 8, "n_layers": 3},
+        lambda: batch_graphs([nbody_graph(5, seed=1), nbody_graph(3, seed=2)]),
+    ),
     "segno-md": ({"hidden_nf": 8, "n_layers": 2}, lambda: batch_graphs([md_graph(6, 1), md_graph(4, 2)])),
 }
 

@@ -1,6 +1,7 @@
-"""Tiny graphs for tests: a molecule, a periodic slab with an adsorbate, a triclinic bulk, a point cloud.
+"""Tiny graphs for tests: a molecule, a periodic slab with an adsorbate, a triclinic bulk, a point cloud, an
+N-body system.
 
-All are deterministic given ``seed`` and come with a neighbour list at ``cutoff``.
+All are deterministic given ``seed``; the atomic ones come with a neighbour list at ``cutoff``.
 
 Example:
     >>> from zoo.testing import molecule_graph
@@ -18,7 +19,7 @@ from ase.build import add_adsorbate, bulk, fcc111
 
 from zoo.graph import AtomsGraph, from_ase, radius_graph
 
-__all__ = ["bulk_graph", "molecule_graph", "point_cloud_graph", "slab_graph"]
+__all__ = ["bulk_graph", "molecule_graph", "nbody_graph", "point_cloud_graph", "slab_graph"]
 
 
 def _spread_points(num: int, rng: np.random.Generator, box: float, min_distance: float) -> np.ndarray:
@@ -70,3 +71,13 @@ def point_cloud_graph(
     features = rng.normal(size=(num_points, num_features))
     graph = AtomsGraph.build(torch.tensor(pos, dtype=dtype), x=torch.tensor(features, dtype=dtype))
     return radius_graph(graph, cutoff)
+
+
+def nbody_graph(num_particles: int = 5, *, seed: int = 0, dtype=torch.float64) -> AtomsGraph:
+    """Charged particles (charges +-1) with random positions and velocities, as the N-body models read them
+    (``pos``, ``vel``, ``charges [N, 1]``; no edges: those models use all pairs)."""
+    generator = torch.Generator().manual_seed(seed)
+    charges = torch.where(torch.rand(num_particles, 1, generator=generator) < 0.5, -1.0, 1.0).to(dtype)
+    pos = torch.randn(num_particles, 3, generator=generator, dtype=dtype)
+    vel = 0.5 * torch.randn(num_particles, 3, generator=generator, dtype=dtype)
+    return AtomsGraph.build(pos, charges=charges, vel=vel)
