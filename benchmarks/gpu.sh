@@ -18,10 +18,17 @@ fi
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-# --confcutdir: only tests/kernels' own setup; -m gpu: the CUDA tests.
-python3 -m pytest -m gpu tests/kernels --confcutdir=tests/kernels -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/pytest-gpu.log"
+# --confcutdir: only tests/kernels' own setup (tests/ on PYTHONPATH for the golden-fixture helpers of the model
+# tests); -m gpu: the CUDA tests, kernels and models on them (Triton SO(2) rotations in eSCN / EquiformerV2).
+PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" python3 -m pytest -m gpu tests/kernels tests/models/test_fused_backend.py \
+  --confcutdir=tests/kernels -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/pytest-gpu.log"
 tests=${PIPESTATUS[0]}
 python3 -m benchmarks.message_passing --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
 bench=${PIPESTATUS[0]}
+# zoo (own code and SO(2) kernels) against fairchem 1.10 where this python has fairchem-core (not required).
+if python3 -c "import fairchem.core" 2> /dev/null; then
+  python3 -m benchmarks.fairchem_models --device cuda --out "$OUT/fairchem" --backends torch triton 2>&1 \
+    | tee "$OUT/bench-fairchem.log"
+fi
 echo "pytest exit $tests, benchmark exit $bench"
 exit $(( tests != 0 || bench != 0 ))
