@@ -67,7 +67,7 @@ def _outputs_and_grads(model: torch.nn.Module, graph: AtomsGraph, key: str) -> l
 def test_fused_model_equals_its_own_code(name, backend):
     """Outputs, forces (egnn-potential: by autograd through the fused op) and every parameter gradient."""
     if name == "egnn-potential" and backend == "torch_scatter":
-        pytest.skip("torch_scatter has no second derivatives (tests/kernels/test_message.py::test_torch_scatter_refuses_second_derivatives)")
+        pytest.skip("torch_scatter has no second derivatives (tested in tests/kernels/test_message.py)")
     model, graph, key = _model(name), _input(name), CASES[name][1]
     expected = _outputs_and_grads(model, graph, key)
     set_backend(model, backend)
