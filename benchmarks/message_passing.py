@@ -12,6 +12,8 @@ Sections (each a table in ``results.md`` and a list in ``results.json``):
   two-layer MLPs; edges/s, effective GB/s (:func:`benchmarks.workloads.bytes_moved`: every gathered row counted
   each time it is read) and % of the copy bandwidth measured at the start of the same run.
 - ``neighbors`` (CUDA): vesin-torch's neighbour list on the GPU against vesin on the CPU.
+- ``model``: the whole ``egnn-potential`` (10,240 atoms, H = 128): energy + forces, and a training step on
+  forces (double backward), on its own code and through ``zoo.kernels`` (``set_backend``).
 - ``determinism``: CSR forward and gradients computed twice, compared bitwise.
 
 Plots next to the results (``--no-plots``: none): ``layer_speedup.png`` (the layer speedups, grouped by
@@ -33,7 +35,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from ase import Atoms
 from torch import nn
 
 from benchmarks.workloads import (
@@ -46,8 +50,10 @@ from benchmarks.workloads import (
     pyg_layer,
     zoo_layer,
 )
-from zoo.kernels import message_aggregate, message_aggregate_reference
+from zoo.graph import AtomsGraph, from_ase, radius_graph
+from zoo.kernels import message_aggregate, message_aggregate_reference, set_backend
 from zoo.plots import ratio_bars
+from zoo.registry import create_model
 
 BASELINE = "pyg+torch_scatter"
 
@@ -226,6 +232,55 @@ def bench_neighbors(name: str, args: argparse.Namespace) -> list[dict]:
     ]
 
 
+def model_graph(num_atoms: int, device: torch.device, cutoff: float = 5.0) -> AtomsGraph:
+    """A random periodic Cu/O box at the bulk workloads' density (0.05 per Å^3), with zoo's neighbour list."""
+    rng = np.random.default_rng(0)
+    length = (num_atoms / 0.05) ** (1 / 3)
+    numbers = np.where(rng.uniform(size=num_atoms) < 0.8, 29, 8)
+    atoms = Atoms(numbers=numbers, positions=rng.uniform(0.0, length, (num_atoms, 3)), cell=[length] * 3, pbc=True)
+    return radius_graph(from_ase(atoms, dtype=torch.float32), cutoff).to(device)
+
+
+def bench_model(num_atoms: int, hidden: int, args: argparse.Namespace) -> list[dict]:
+    """The whole ``egnn-potential`` (4 layers, attention, cutoff envelope): energy + forces by autograd, and a
+    training step on energy and forces (double backward), on the model's own code and on ``zoo.kernels``."""
+    device = torch.device(args.device)
+    graph = model_graph(num_atoms, device)
+    torch.manual_seed(0)
+    model = create_model("egnn-potential", hidden_nf=hidden, n_layers=4, cutoff=5.0, elements=[8, 29]).to(device)
+    backends = [None, "torch"] + ([] if args.skip_compile else ["compile"])
+
+    def predict(backend: str | None) -> Callable[[], object]:
+        def run() -> object:
+            set_backend(model.eval(), backend)
+            return model(graph)["forces"]
+
+        return run
+
+    def train_step(backend: str | None) -> Callable[[], object]:
+        def run() -> object:
+            set_backend(model.train(), backend)
+            out = model(graph)
+            loss = out["energy"].square().mean() + out["forces"].square().mean()
+            return torch.autograd.grad(loss, list(model.parameters()))
+
+        return run
+
+    rows = []
+    for mode, make in (("energy + forces", predict), ("train step (forces loss)", train_step)):
+        fns = {f"zoo {backend or 'own code'}": make(backend) for backend in backends}
+        timings = measure(fns, device, max(3, args.runs // 10), min(args.warmup, 2), args.budget)
+        base = timings["zoo own code"].get("median_s")
+        for impl, timing in timings.items():
+            row = {"section": "model", "model": "egnn-potential", "mode": mode, "impl": impl, "hidden": hidden}
+            row.update(nodes=graph.pos.shape[0], edges=graph.edge_index.shape[1], **timing)
+            if base and "median_s" in timing:
+                row["speedup_vs_own_code"] = base / timing["median_s"]
+            rows.append(row)
+    set_backend(model, None)
+    return rows
+
+
 def check_determinism(graph: Graph, hidden: int, backend: str) -> dict:
     """CSR forward and all gradients computed twice: bitwise identical?"""
     device = graph.pos.device
@@ -323,6 +378,22 @@ def markdown(results: dict) -> str:
         for row in neighbor_rows:
             ms = row["error"][:60] if "error" in row else _fmt(row["median_s"] * 1e3)
             lines.append(f"| {row['workload']} | {row['nodes']} | {row['edges']} | {row['impl']} | {ms} |")
+    model_rows = [row for row in results["rows"] if row["section"] == "model"]
+    if model_rows:
+        lines += [
+            "",
+            "## Whole model: egnn-potential (4 layers, attention, envelope), fused kernels vs its own code",
+            "",
+            "| N | E | H | mode | impl | ms | speedup |",
+            "|---:|---:|---:|---|---|---:|---:|",
+        ]
+        for row in model_rows:
+            ms = row["error"][:60] if "error" in row else _fmt(row["median_s"] * 1e3)
+            speedup = row.get("speedup_vs_own_code")
+            lines.append(
+                f"| {row['nodes']} | {row['edges']} | {row['hidden']} | {row['mode']} | {row['impl']} | {ms} | "
+                f"{'-' if speedup is None else f'{speedup:.2f}x'} |"
+            )
     checks = [row for row in results["rows"] if row["section"] == "determinism"]
     if checks:
         lines += ["", "## Determinism (CSR, two runs compared bitwise)", "", "| workload | H | impl | bitwise |"]
@@ -400,6 +471,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU (default: PyTorch's choice)")
     parser.add_argument("--quick", action="store_true", help="one small configuration (smoke test)")
     parser.add_argument(
+        "--skip-models", action="store_true", help="leave out the whole-model section (egnn-potential, 10k atoms)"
+    )
+    parser.add_argument(
         "--no-plots", dest="plots", action="store_false", help="do not write layer_speedup.png and op_speedup.png"
     )
     return parser.parse_args(argv)
@@ -453,6 +527,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["rows"] += bench_layer(graph(name), hidden, args)
         save()
         print(f"layer {name} H={hidden} done", flush=True)
+    if not args.skip_models:
+        results["rows"] += bench_model(512 if args.quick else 10240, 64 if args.quick else 128, args)
+        save()
+        print("model done", flush=True)
     if device.type == "cuda" and not args.quick and importlib.util.find_spec("vesin_torch") is not None:
         for name in ("bulk-10k", "bulk-64k"):
             results["rows"] += bench_neighbors(name, args)
