@@ -50,7 +50,24 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["DegenerateFramesWarning", "frame_coordinates", "pca_frames"]
+__all__ = ["DEFAULT_OUTPUT_TYPES", "DegenerateFramesWarning", "OutputType", "frame_coordinates", "pca_frames"]
+
+# How a model output transforms under x -> Q x + t (Q orthogonal), for the usual output names: what frame
+# averaging undoes and what the equivariance harness checks.
+OutputType = Literal["scalar", "vector", "pseudovector", "position", "tensor2"]
+DEFAULT_OUTPUT_TYPES: dict[str, OutputType] = {
+    "energy": "scalar",
+    "free_energy": "scalar",
+    "energies": "scalar",
+    "node_energy": "scalar",
+    "charges": "scalar",
+    "forces": "vector",
+    "vel": "vector",
+    "dipole": "vector",
+    "pos": "position",
+    "stress": "tensor2",
+    "virial": "tensor2",
+}
 
 FrameGroup = Literal["E3", "SE3", "E2", "SE2"]
 _GROUPS: dict[str, tuple[int, bool]] = {"E3": (3, False), "SE3": (3, True), "E2": (2, False), "SE2": (2, True)}

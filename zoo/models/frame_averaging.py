@@ -75,28 +75,14 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
-from zoo.geometry.frames import pca_frames
+from zoo.geometry.frames import DEFAULT_OUTPUT_TYPES, OutputType, pca_frames
 from zoo.graph import AtomsGraph, GraphError, node_graph_index, num_graphs
 
 __all__ = ["FrameAveraged", "OutputType", "frame_average", "resolve_group", "stack_frames"]
 
 FrameMode = Literal["all", "stochastic", "det"]
-OutputType = Literal["scalar", "vector", "pseudovector", "position", "tensor2"]
 FRAME_MODES = ("all", "stochastic", "det")
 GROUP_ALIASES = {"E3": "E3", "SE3": "SE3", "E2": "E2", "SE2": "SE2", "2D": "E2"}
-DEFAULT_OUTPUT_TYPES: dict[str, OutputType] = {
-    "energy": "scalar",
-    "free_energy": "scalar",
-    "energies": "scalar",
-    "node_energy": "scalar",
-    "charges": "scalar",
-    "forces": "vector",
-    "vel": "vector",
-    "dipole": "vector",
-    "pos": "position",
-    "stress": "tensor2",
-    "virial": "tensor2",
-}
 DEFAULT_INPUT_VECTORS = ("vel", "forces")
 # Per-graph fields of an AtomsGraph batch (first dimension B); every other tensor with first dimension N is per atom.
 _GRAPH_FIELDS = ("cell", "pbc", "natoms", "charge", "spin", "energy", "stress")

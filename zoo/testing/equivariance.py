@@ -32,26 +32,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from zoo.geometry.frames import DEFAULT_OUTPUT_TYPES, OutputType
+
 __all__ = ["EquivarianceReport", "OutputType", "assert_equivariant", "random_orthogonal"]
 
-OutputType = Literal["scalar", "vector", "pseudovector", "position", "tensor2"]
-DEFAULT_OUTPUT_TYPES: dict[str, OutputType] = {
-    "energy": "scalar",
-    "free_energy": "scalar",
-    "energies": "scalar",
-    "node_energy": "scalar",
-    "charges": "scalar",
-    "forces": "vector",
-    "vel": "vector",
-    "dipole": "vector",
-    "pos": "position",
-    "stress": "tensor2",
-    "virial": "tensor2",
-}
 INPUT_VECTORS = ("vel",)
 TOLERANCES = {torch.float64: (1e-9, 1e-7), torch.float32: (1e-5, 1e-4)}
 
