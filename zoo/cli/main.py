@@ -15,7 +15,7 @@ EPILOG = """examples:
   zoo info equiformer-oc20             # card, licence, files, cache state
   zoo download equiformer-oc20         # fill the cache (e.g. on a login node)
   zoo cache ls                         # what is cached, and its size
-  zoo relax slab.extxyz --model egnn-emt-demo --fmax 0.05
+  zoo relax slab.extxyz --model equiformer-v2-emt-demo --fmax 0.05
   zoo md bulk.extxyz --model egnn-emt-demo --ensemble nvt-langevin --T 300 --steps 1000
   zoo predict structures.extxyz --model egnn-emt-demo -o predicted.extxyz
 """

@@ -13,7 +13,7 @@ from ase.optimize import BFGS, FIRE, LBFGS
 from zoo.calculators.ase import calculator
 
 HELP = "relax a structure with a potential (ASE BFGS/FIRE; fixed atoms respected; --cell relaxes the cell)"
-EXAMPLES = """  zoo relax slab.extxyz --model egnn-emt-demo --fmax 0.05 -o relaxed.extxyz
+EXAMPLES = """  zoo relax slab.extxyz --model equiformer-v2-emt-demo --fmax 0.05 -o relaxed.extxyz
   zoo relax bulk.cif --model egnn-emt-demo --cell --optimizer FIRE --steps 500
 """
 OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
