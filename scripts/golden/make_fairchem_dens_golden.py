@@ -22,7 +22,6 @@ Outputs: ``<case>.pt`` (fairchem checkpoint) and ``<case>.safetensors``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from make_fairchem_golden import (
     float32_state,
     install_recorder,
     randomise,
+    run_cases,
     save_golden,
     structure_inputs,
 )
@@ -134,14 +134,7 @@ CASES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests/fixtures/fairchem")
-    parser.add_argument("cases", nargs="*", default=list(CASES), help=f"subset of {list(CASES)}")
-    args = parser.parse_args()
-    torch.set_default_dtype(torch.float64)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.cases:
-        CASES[name](args.out)
+    run_cases(__doc__.splitlines()[0], CASES)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -391,15 +393,22 @@ CASES = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cases(description: str, cases: dict[str, Callable[[Path], None]]) -> None:
+    """The command line of the fairchem golden scripts: ``[--out DIR] [CASE ...]``, each case written to DIR
+    (default tests/fixtures/fairchem) in float64 (fairchem builds Wigner matrices and grids in the default
+    dtype)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests/fixtures/fairchem")
-    parser.add_argument("cases", nargs="*", default=list(CASES), help=f"subset of {list(CASES)}")
+    parser.add_argument("cases", nargs="*", default=list(cases), help=f"subset of {list(cases)}")
     args = parser.parse_args()
-    torch.set_default_dtype(torch.float64)  # fairchem builds Wigner matrices and grids in the default dtype
+    torch.set_default_dtype(torch.float64)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.cases:
-        make_case(name, *CASES[name], args.out)
+        cases[name](args.out)
+
+
+def main() -> None:
+    run_cases(__doc__.splitlines()[0], {name: partial(make_case, name, *spec) for name, spec in CASES.items()})
 
 
 if __name__ == "__main__":

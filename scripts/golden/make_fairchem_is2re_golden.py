@@ -15,8 +15,8 @@ weights).
 
 from __future__ import annotations
 
-import argparse
 import copy
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from make_fairchem_golden import (
     float32_state,
     install_recorder,
     randomise,
+    run_cases,
     save_golden,
     structure_inputs,
     structures,
@@ -129,14 +130,7 @@ def make_case(name: str, kind: str, config: dict, with_ema: bool, out_dir: Path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "tests/fixtures/fairchem")
-    parser.add_argument("cases", nargs="*", default=list(CASES), help=f"subset of {list(CASES)}")
-    args = parser.parse_args()
-    torch.set_default_dtype(torch.float64)  # fairchem builds Wigner matrices and grids in the default dtype
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.cases:
-        make_case(name, *CASES[name], args.out)
+    run_cases(__doc__.splitlines()[0], {name: partial(make_case, name, *spec) for name, spec in CASES.items()})
 
 
 if __name__ == "__main__":
