@@ -12,5 +12,6 @@ mkdir -p .whl
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 python3 -m pip download --no-deps --only-binary=:all: --python-version "$PY" --implementation cp "${PLATFORMS[@]}" \
-  -d .whl ase pydantic pydantic-core annotated-types typing-inspection vesin vesin-torch
+  -d .whl ase pydantic pydantic-core annotated-types typing-inspection vesin vesin-torch \
+  e3nn opt-einsum opt-einsum-fx safetensors  # the eSCN / EquiformerV2 tests on the SO(2) kernels need these too
 ls -la .whl
