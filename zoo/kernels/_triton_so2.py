@@ -45,7 +45,7 @@ def _gather_rotate_kernel(
     mask_rows = rows < R
     mask_cols = cols < C
     for local in range(BLOCK_E):
-        edge = pid_e * BLOCK_E + local
+        edge = (pid_e * BLOCK_E + local).to(tl.int64)  # int64 offsets: E * R * K exceeds 2**31 on big graphs
         if edge < E:
             node = tl.load(index_ptr + edge)
             acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=COMPUTE)
@@ -72,7 +72,7 @@ def _rotate_back_sum_kernel(
     BLOCK_K: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    node = tl.program_id(0)
+    node = tl.program_id(0).to(tl.int64)
     pid_c = tl.program_id(1)
     rows = tl.arange(0, BLOCK_K)
     cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -85,7 +85,7 @@ def _rotate_back_sum_kernel(
         if HAS_PERM:
             edge = tl.load(perm_ptr + position)
         else:
-            edge = position
+            edge = position  # int64: the loop runs over int64 row pointers
         for r in range(R):
             w = tl.load(w_ptr + (edge * K + rows) * R + r, mask=mask_rows, other=0.0).to(COMPUTE)
             v = tl.load(m_ptr + (edge * R + r) * C + cols, mask=mask_cols, other=0.0).to(COMPUTE)
