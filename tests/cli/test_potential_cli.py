@@ -76,3 +76,28 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert f"zoo {command}" in capsys.readouterr().out
+
+
+def test_backend_option_gives_the_same_results(model_dir, tmp_path):
+    """`--backend torch` (the fused kernels) writes the numbers of the model's own code; a model without a fused
+    path is refused by name."""
+    frames = [bulk("Cu", "fcc", a=3.6).repeat(2), bulk("Cu", "fcc", a=3.7)]
+    for frame in frames:
+        frame.rattle(0.05, seed=1)
+    ase.io.write(tmp_path / "in.extxyz", frames)
+    outputs = {}
+    for backend in (None, "torch"):
+        name = tmp_path / f"out-{backend}.extxyz"
+        extra = [] if backend is None else ["--backend", backend]
+        assert main(["predict", str(tmp_path / "in.extxyz"), "--model", str(model_dir), "-o", str(name), *extra]) == 0
+        outputs[backend] = ase.io.read(name, index=":")
+    for plain, fused in zip(outputs[None], outputs["torch"], strict=True):
+        assert np.isclose(plain.get_potential_energy(), fused.get_potential_energy(), rtol=1e-5, atol=1e-6)
+        assert np.allclose(plain.get_forces(), fused.get_forces(), rtol=1e-4, atol=1e-5)
+    calc = zoo.calculator(model_dir, backend="torch", dtype=torch.float64)
+    reference = zoo.calculator(model_dir, dtype=torch.float64)
+    atoms = frames[0].copy()
+    assert np.isclose(calc.get_potential_energy(atoms), reference.get_potential_energy(atoms.copy()), rtol=1e-12)
+    segno = zoo.save_pretrained(zoo.create_model("segno-nbody", hidden_nf=8), tmp_path / "segno")
+    with pytest.raises(zoo.kernels.KernelError, match="no fused message-passing path"):
+        zoo.kernels.set_backend(zoo.load(segno), "torch")

@@ -129,6 +129,9 @@ class ZooCalculator(Calculator):
             conservative forces take about 1.7x the time (each chunk is recomputed in the backward pass). ``None``
             (default): all edges at once. Models without chunking support run unchunked, with a warning when the
             system has more edges than this.
+        backend: run the model's message passing through :mod:`zoo.kernels` with this backend (``"auto"``,
+            ``"torch"``, ``"compile"``, ``"triton"``; :func:`zoo.kernels.set_backend`); ``None`` (default) leaves
+            the model as it is. A model without a fused path raises ``KernelError``.
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (Voigt, eV/Å³) when the model
     has a stress route and the cell is periodic in 3D, ``energies`` (per atom, eV) when the model gives them.
@@ -146,6 +149,7 @@ class ZooCalculator(Calculator):
         skin: float = 0.5,
         task: str | None = None,
         max_edges_per_chunk: int | None = None,
+        backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -154,6 +158,10 @@ class ZooCalculator(Calculator):
             from zoo.api import load
 
             model = load(model, device=device, dtype=dtype)
+        if backend is not None:
+            from zoo.kernels import set_backend
+
+            set_backend(model, backend)
         if task is not None and task != "potential":
             raise ModelTaskError(f"the ASE calculator serves task 'potential', not {task!r}")
         parameter = next(model.parameters(), torch.empty(0))
@@ -247,6 +255,7 @@ def calculator(
     task: str | None = None,
     skin: float = 0.5,
     max_edges_per_chunk: int | None = None,
+    backend: str | None = None,
 ) -> ZooCalculator:
     """An ASE calculator for a zoo potential (a loaded model, a name, an alias, ``hf-hub:`` or a directory);
     the options are those of :class:`ZooCalculator`.
@@ -258,5 +267,11 @@ def calculator(
         5.0
     """
     return ZooCalculator(
-        model, device=device, dtype=dtype, task=task, skin=skin, max_edges_per_chunk=max_edges_per_chunk
+        model,
+        device=device,
+        dtype=dtype,
+        task=task,
+        skin=skin,
+        max_edges_per_chunk=max_edges_per_chunk,
+        backend=backend,
     )

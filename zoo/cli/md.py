@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", type=Path, help="log file (default: <output>.log)")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "compile", "triton"),
+        help="run the message passing through zoo.kernels (models with a fused path; default: the model's own code)",
+    )
+    parser.add_argument(
         "--no-plots",
         dest="plots",
         action="store_false",
@@ -45,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     atoms = ase.io.read(args.file)
-    atoms.calc = calculator(args.model, device=args.device)
+    atoms.calc = calculator(args.model, device=args.device, backend=args.backend)
     rng = np.random.default_rng(args.seed)
     if not atoms.get_momenta().any():
         scale = np.sqrt(args.temperature * units.kB / atoms.get_masses())[:, None]  # Maxwell-Boltzmann

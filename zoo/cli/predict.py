@@ -27,12 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, help="structures per batch (default 32)")
     group.add_argument("--max-atoms", type=int, help="atoms per batch")
     parser.add_argument("--device", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "compile", "triton"),
+        help="run the message passing through zoo.kernels (models with a fused path; default: the model's own code)",
+    )
     parser.add_argument("--no-stress", action="store_true", help="skip stress")
 
 
 def run(args: argparse.Namespace) -> int:
     structures = [atoms for atoms in iter_structures(args.files)]
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, backend=args.backend)
     with Progress(transient=True) as progress:
         task = progress.add_task("predicting", total=len(structures))
         results = predict(

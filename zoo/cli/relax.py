@@ -29,11 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="relaxed structure (default: <file>-relaxed.extxyz)")
     parser.add_argument("--trajectory", type=Path, help="ASE trajectory of the relaxation (.traj)")
     parser.add_argument("--device", help="cpu or cuda")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "compile", "triton"),
+        help="run the message passing through zoo.kernels (models with a fused path; default: the model's own code)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     atoms = ase.io.read(args.file)
-    atoms.calc = calculator(args.model, device=args.device)
+    atoms.calc = calculator(args.model, device=args.device, backend=args.backend)
     initial = atoms.get_potential_energy()
     target = FrechetCellFilter(atoms) if args.cell else atoms
     optimizer = OPTIMIZERS[args.optimizer](target, logfile=None, trajectory=args.trajectory and str(args.trajectory))
