@@ -119,6 +119,10 @@ def test_models_without_a_fused_path_say_why():
         set_backend(_model("egnn-qm9"), "cuda")
     with pytest.raises(KernelError, match="cannot use the fused message passing: mlp must be"):
         set_backend(zoo.create_model("egnn-qm9", hidden_nf=8, n_layers=2, act_fn="leaky_relu"), "torch")
+    with pytest.raises(KernelError, match="attention gate, which the Triton kernels do not fuse"):
+        set_backend(_model("egnn-qm9"), "triton")
+    with pytest.raises(KernelError, match="edge weights, which the Triton kernels do not fuse"):
+        set_backend(zoo.create_model("egnn-potential", hidden_nf=8, n_layers=1, attention=False), "triton")
     model = _model("egnn-qm9")
     with pytest.raises(KernelError):
         set_backend(model, "no-such")

@@ -540,6 +540,7 @@ class EGNN(nn.Module):
     """
 
     reads: tuple[str, ...] = ("pos", "x")
+    weighted_edges = False  # the layers' messages are multiplied by per-edge weights (EGNNPotential's envelope)
 
     def __init__(
         self,
@@ -629,6 +630,11 @@ class EGNN(nn.Module):
                 raise KernelError(
                     f"{where} updates coordinates from its per-edge messages; the fused kernels only sum messages "
                     "(EGNN models without coordinate updates, e.g. egnn-qm9 and egnn-potential, have a fused path)"
+                )
+            if backend == "triton" and (layer.attention or self.weighted_edges):
+                raise KernelError(
+                    f"{where} has {'an attention gate' if layer.attention else 'edge weights'}, which the Triton "
+                    "kernels do not fuse: use backend='torch' or 'compile' (or 'auto')"
                 )
             edge_dim = layer.edge_mlp[0].in_features - 2 * self.hidden_nf  # [|x_i - x_j|^2, a_ij]
             check_fusable(backend, layer.edge_mlp, self.hidden_nf, edge_dim, where)
@@ -869,6 +875,7 @@ class EGNNPotential(EGNN):
     """
 
     reads = ("pos", "z", "edge_index", "edge_shift", "cell")
+    weighted_edges = True
 
     def __init__(
         self,
