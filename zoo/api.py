@@ -8,6 +8,7 @@ import torch
 
 from zoo.checkpoint import from_pretrained
 from zoo.hub import resolve
+from zoo.kernels import set_backend
 
 __all__ = ["load"]
 
@@ -50,7 +51,5 @@ def load(
     resolved = resolve(name, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
     model = from_pretrained(resolved.directory, device=device, dtype=dtype, card=resolved.card)
     if backend is not None:
-        from zoo.kernels import set_backend
-
         set_backend(model, backend)
     return model

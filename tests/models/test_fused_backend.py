@@ -134,6 +134,10 @@ def test_training_config_takes_a_backend():
         {"model": {"architecture": "fa-gnn-nbody", "backend": "torch"}, "data": {"batch_size": 4}}
     )
     assert config.model.backend == "torch"
+    from zoo.train.run import _build_model
+
+    model = _build_model(config, None, torch.float64)  # what `zoo train` builds from the config
+    assert [layer.backend for layer in model.layers()] == ["torch"] * model.n_layers
 
 
 # --- eSCN and EquiformerV2 on the SO(2) rotation kernels ------------------------------------------------------------

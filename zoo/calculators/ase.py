@@ -29,6 +29,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from zoo.graph import AtomsGraph, GraphError, edge_vectors, from_ase, radius_graph
+from zoo.kernels import set_backend
 from zoo.nn.chunking import check_max_edges, edge_chunk_size, supports_edge_chunks
 
 __all__ = [
@@ -159,8 +160,6 @@ class ZooCalculator(Calculator):
 
             model = load(model, device=device, dtype=dtype)
         if backend is not None:
-            from zoo.kernels import set_backend
-
             set_backend(model, backend)
         if task is not None and task != "potential":
             raise ModelTaskError(f"the ASE calculator serves task 'potential', not {task!r}")

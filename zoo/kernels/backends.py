@@ -52,6 +52,18 @@ def require_torch_scatter() -> ModuleType:
     return torch_scatter
 
 
+def require_triton(device: torch.device) -> None:
+    """Raise :class:`KernelError` unless Triton is installed and can run on ``device`` (CUDA, or any device
+    under ``TRITON_INTERPRET=1``)."""
+    if not _has("triton"):
+        raise KernelError("backend='triton' needs Triton: pip install zoo[gpu]")
+    if device.type != "cuda" and not triton_interpreted():
+        raise KernelError(
+            f"backend='triton' runs on CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 before "
+            "importing zoo.kernels to run it in Triton's CPU interpreter (slow, for tests)"
+        )
+
+
 def triton_interpreted() -> bool:
     """True when Triton kernels run in its CPU interpreter (``TRITON_INTERPRET=1``, for tests)."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
@@ -84,13 +96,7 @@ def resolve_backend(backend: str, device: torch.device, *, triton_first: bool = 
     if backend == "auto":
         return "triton" if device.type == "cuda" and triton_first and _has("triton") else "torch"
     if backend == "triton":
-        if not _has("triton"):
-            raise KernelError("backend='triton' needs Triton: pip install zoo[gpu]")
-        if device.type != "cuda" and not triton_interpreted():
-            raise KernelError(
-                f"backend='triton' runs on CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 before "
-                "importing zoo.kernels to run it in Triton's CPU interpreter (slow, for tests)"
-            )
+        require_triton(device)
     if backend == "torch_scatter":
         require_torch_scatter()
     return backend

@@ -47,7 +47,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.kernels.backends import BACKENDS, KernelError, check_layout, require_torch_scatter, resolve_backend
-from zoo.kernels.segment import CSRGraph, Segments, _gather, _segment_sum, _segment_sum_impl, build_csr
+from zoo.kernels.segment import (
+    CSRGraph,
+    Segments,
+    _edge_slices,
+    _gather,
+    _is_sorted,
+    _segment_sum,
+    _segment_sum_impl,
+    build_csr,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -327,14 +336,8 @@ class _ChunkedEngine:
         return tensor[edges].clone() if self.copy_chunks else tensor[edges]
 
     @staticmethod
-    def _cpu_chunks(num_edges: int, width: int) -> list[slice]:
-        size = max(64, CPU_CHUNK_ELEMENTS // max(width, 1))
-        return [slice(start, min(start + size, num_edges)) for start in range(0, num_edges, size)]
-
-    def _edge_chunks(self, plan: _Plan, width: int, device: torch.device) -> list[slice]:
-        if device.type != "cpu":
-            return [slice(0, plan.num_edges)]
-        return self._cpu_chunks(plan.num_edges, width)
+    def _edge_chunks(plan: _Plan, width: int, device: torch.device) -> list[slice]:
+        return _edge_slices(plan.num_edges, width, device, CPU_CHUNK_ELEMENTS, minimum=64)
 
     @staticmethod
     def _add_sums(out: Tensor, values: Tensor, segments: Segments, edges: slice) -> None:
@@ -690,8 +693,7 @@ def fused_aggregate(
 ) -> Tensor:
     """:func:`message_aggregate` (sum) for a model's layer: the deterministic ``"csr"`` layout when the edges
     are sorted by target (as ``zoo.graph.neighbor_list`` returns them), else ``"atomic"``."""
-    target = edge_index[1]
-    layout = "csr" if target.numel() < 2 or bool((target[1:] >= target[:-1]).all()) else "atomic"
+    layout = "csr" if _is_sorted(edge_index[1]) else "atomic"
     return message_aggregate(
         h, edge_index, edge_attr, mlp, layout=layout, backend=backend, gate=gate, edge_weight=edge_weight
     )

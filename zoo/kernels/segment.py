@@ -102,6 +102,15 @@ def _is_sorted(index: Tensor) -> bool:
     return index.numel() < 2 or bool((index[1:] >= index[:-1]).all())
 
 
+def _edge_slices(num_edges: int, width: int, device: torch.device, elements: int, minimum: int) -> list[slice]:
+    """Consecutive edge ranges whose ``[chunk, width]`` temporaries hold about ``elements`` numbers (at least
+    ``minimum`` edges each) on CPU, where cache-sized chunks pay; one range of all edges on other devices."""
+    if device.type != "cpu":
+        return [slice(0, num_edges)]
+    size = max(minimum, elements // max(width, 1))
+    return [slice(start, min(start + size, num_edges)) for start in range(0, num_edges, size)]
+
+
 def sort_by_target(edge_index: Tensor) -> tuple[Tensor, Tensor]:
     """Sort edges by target (stable), as the ``"csr"`` layout needs.
 

@@ -39,8 +39,8 @@ import importlib.util
 import torch
 from torch import Tensor
 
-from zoo.kernels.backends import KernelError, triton_interpreted
-from zoo.kernels.segment import Segments, _row_pointers, _segment_sum_impl
+from zoo.kernels.backends import KernelError, require_triton
+from zoo.kernels.segment import Segments, _edge_slices, _is_sorted, _row_pointers, _segment_sum_impl
 
 __all__ = ["SO2_BACKENDS", "check_so2_backend", "gather_rotate", "rotate_back_sum"]
 
@@ -66,33 +66,23 @@ def resolve_so2_backend(backend: str, device: torch.device) -> str:
     """
     if backend not in SO2_BACKENDS:
         raise KernelError(f"the SO(2) rotation kernels take backend in {SO2_BACKENDS}, got {backend!r}")
-    has_triton = importlib.util.find_spec("triton") is not None
     if backend == "auto":
-        return "triton" if device.type == "cuda" and has_triton else "torch"
+        return "triton" if device.type == "cuda" and importlib.util.find_spec("triton") is not None else "torch"
     if backend == "triton":
-        if not has_triton:
-            raise KernelError("backend='triton' needs Triton: pip install zoo[gpu]")
-        if device.type != "cuda" and not triton_interpreted():
-            raise KernelError(
-                f"backend='triton' runs on CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 before "
-                "importing zoo.kernels to run it in Triton's CPU interpreter (slow, for tests)"
-            )
+        require_triton(device)
     return backend
 
 
 def _segments(index: Tensor, num_nodes: int) -> Segments:
     """The edges of each node in edge order: row pointers, with a stable sorting permutation unless sorted."""
-    if index.numel() < 2 or bool((index[1:] >= index[:-1]).all()):
+    if _is_sorted(index):
         return Segments(index, num_nodes, ptr=_row_pointers(index, num_nodes))
     perm = torch.argsort(index, stable=True)
     return Segments(index, num_nodes, ptr=_row_pointers(index[perm], num_nodes), perm=perm)
 
 
 def _chunks(num_edges: int, width: int, device: torch.device) -> list[slice]:
-    if device.type != "cpu":
-        return [slice(0, num_edges)]
-    size = max(16, CPU_CHUNK_ELEMENTS // max(width, 1))
-    return [slice(start, min(start + size, num_edges)) for start in range(0, num_edges, size)]
+    return _edge_slices(num_edges, width, device, CPU_CHUNK_ELEMENTS, minimum=16)
 
 
 # --- "torch" engine ----------------------------------------------------------------------------------------------
