@@ -3,7 +3,7 @@
 # Run from the repository root on a CUDA machine whose python3 has torch (CUDA), triton and torch-geometric.
 # Packages it lacks (ase, pydantic, vesin, vesin-torch, ...) are installed from .whl/ when that folder exists
 # (made by benchmarks/gpu_wheels.sh where PyPI is reachable). Results go to $OUT (default out/gpu):
-# pytest-gpu.log, results.json, results.md, bench.log, env.txt.
+# pytest-gpu.log, results.json, results.md, bench.log, env.txt, sweep/results.{json,md}.
 set -uo pipefail
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
@@ -25,6 +25,11 @@ PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" python3 -m pytest -m gpu tests/ker
 tests=${PIPESTATUS[0]}
 python3 -m benchmarks.message_passing --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
 bench=${PIPESTATUS[0]}
+# Tile sizes / launch options of the Triton message kernels, coordinate search (about 5 minutes; SKIP_SWEEP=1
+# leaves it out, e.g. where one call may not run past 10 minutes: then run it alone, same command).
+if [ "${SKIP_SWEEP:-0}" != 1 ]; then
+  python3 -m benchmarks.triton_sweep --out "$OUT/sweep" 2>&1 | tee "$OUT/sweep.log"
+fi
 # zoo (own code and SO(2) kernels) against fairchem 1.10 where this python has fairchem-core (not required).
 if python3 -c "import fairchem.core" 2> /dev/null; then
   python3 -m benchmarks.fairchem_models --device cuda --out "$OUT/fairchem" --backends torch triton 2>&1 \

@@ -28,7 +28,8 @@ def test_interpreter_suite():
     it is first imported, which in this process may already have happened."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", str(CASES)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    root = Path(__file__).parents[2]  # the repository: the cases import benchmarks/ too
+    result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
@@ -37,6 +38,22 @@ def test_cpu_without_interpreter_raises(monkeypatch):
     h, edge_index, edge_attr, mlp = make_case(torch.float64, "cpu", 10, 2, 3, 1, 8, 8)
     with pytest.raises(KernelError, match="TRITON_INTERPRET"):
         message_aggregate(h, edge_index, edge_attr, mlp, backend="triton")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("block_n", 24, "power of two >= 16"),
+        ("block_e", 8, "power of two >= 16"),
+        ("num_warps", 3, "num_warps"),
+        ("num_stages", 0, "num_stages"),
+    ],
+)
+def test_launch_config_rejects_bad_tiles(field, value, match):
+    from zoo.kernels._triton_message import LaunchConfig
+
+    with pytest.raises(KernelError, match=match):
+        LaunchConfig(**{field: value})
 
 
 @pytest.mark.gpu

@@ -27,6 +27,27 @@ def test_parity(layout, dtype, edge_dim, hidden, out, act, reduce):
     check_parity(*case, backend="triton", layout=layout, reduce=reduce)
 
 
+@pytest.mark.parametrize("layout", ["csr", "atomic"])
+@pytest.mark.parametrize(
+    ("config", "hidden", "out"),
+    [
+        # several column tiles per graph, small edge steps, pipelined CSR loop, few warps
+        (dict(block_n=32, block_e=16, block_o=16, num_warps=2, num_stages=2), 40, None),
+        # two-layer messages in 16-column tiles of W_2, wide edge steps
+        (dict(block_n=16, block_e=64, block_o=16, num_warps=4, num_stages=3), 16, 40),
+    ],
+)
+def test_launch_configs(layout, config, hidden, out):
+    """Non-default tiles (what benchmarks/triton_sweep.py tries) compute the same messages; the default
+    configuration is restored afterwards."""
+    from zoo.kernels import _triton_message
+
+    case = make_case(torch.float32, "cpu", 45, 7, 6, 1, hidden, out)
+    with _triton_message.launch_config(_triton_message.LaunchConfig(**config)):
+        check_parity(*case, backend="triton", layout=layout, reduce="sum")
+    assert _triton_message._CONFIG == _triton_message.LaunchConfig()
+
+
 def test_double_backward():
     h, edge_index, _, _ = make_case(torch.float64, "cpu", 20, 4, 4, 0, 16, 16)
     mlp = edge_mlp(4, 1, 16, 16)
@@ -65,3 +86,32 @@ def test_so2_second_derivatives():
         return rotated.square().sum() + summed.pow(3).sum()
 
     assert torch.autograd.gradgradcheck(fn, (x, message))
+
+
+def test_tuning_sweep(monkeypatch):
+    """benchmarks/triton_sweep.py's coordinate search on a tiny graph: every configuration checked against the
+    torch backend (and CSR bitwise), the engine's defaults marked, the best one no slower than them."""
+    import argparse
+
+    from benchmarks import triton_sweep
+    from benchmarks.workloads import Graph
+
+    monkeypatch.setattr(triton_sweep, "SPACE", {"block_o": (16, 32), "block_e": (16, 64), "num_stages": (1, 2)})
+    monkeypatch.setattr(triton_sweep, "CSR_ONLY", ("num_stages",))
+    _, edge_index, _, _ = make_case(torch.float32, "cpu", 24, 4, 16, 0, 16, None)
+    edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
+    graph = Graph("tiny", torch.zeros(24, 3), edge_index, build_csr(edge_index, 24))
+    args = argparse.Namespace(runs=1, warmup=0, passes=1)
+    for layout in ("csr", "atomic"):
+        rows = triton_sweep.sweep_case(graph, 16, layout, False, 1.0, args)
+        assert rows and all(row["ok"] for row in rows), rows
+        assert sum(row["default"] for row in rows) == 1 and sum(row["best"] for row in rows) == 1
+        default = next(row for row in rows if row["default"])
+        best = next(row for row in rows if row["best"])
+        assert best["kernel_ms"] <= default["kernel_ms"]
+        assert ("num_stages" in best["config"]) == (layout == "csr")
+        if layout == "csr":
+            assert all(row["bitwise_repeatable"] for row in rows)
+    assert "| tiny (24," in triton_sweep.markdown(
+        {"device_name": "cpu", "torch": "x", "triton": "y", "copy_gbs": 1.0, "runs": 1, "rows": rows}
+    )

@@ -22,6 +22,10 @@ exact float32, which is why ``backend="auto"`` uses Triton for one-layer MLPs on
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
 import torch
 import triton
 import triton.language as tl
@@ -30,11 +34,90 @@ from torch import Tensor
 from zoo.kernels.backends import KernelError
 from zoo.kernels.message import _EAGER, Grads, Inputs, _Plan
 
-__all__ = ["ENGINE"]
+__all__ = ["ENGINE", "LaunchConfig", "Tiles", "launch_config", "resolve_config"]
 
 _ACT_CODES = {"silu": 0, "relu": 1}
 # Edge features up to this width are applied by an unrolled loop of outer products; wider ones by tl.dot.
 _EDGE_LOOP_MAX = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    """Tile sizes and launch options of the forward kernels; ``None`` keeps the size-based default.
+
+    Attributes:
+        block_n: CSR: target rows per program (default 16).
+        block_e: edges per step of the edge loop (default 32).
+        block_o: output columns per program (default: the padded width, at most 128 for one-layer messages).
+        num_warps: warps per program (default 8 for tiles of >= 128 x 64 elements, else 4).
+        num_stages: software-pipelining depth of the CSR edge loop (default 1: no pipelining).
+
+    Tile sizes are powers of two >= 16 (``tl.dot`` operands). ``block_e`` fixes the order of the CSR sums:
+    results stay bitwise identical run to run for one configuration, not across configurations.
+    """
+
+    block_n: int | None = None
+    block_e: int | None = None
+    block_o: int | None = None
+    num_warps: int | None = None
+    num_stages: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("block_n", "block_e", "block_o"):
+            value = getattr(self, name)
+            if value is not None and (value < 16 or value & (value - 1)):
+                raise KernelError(f"LaunchConfig.{name} must be a power of two >= 16, got {value}")
+        if self.num_warps is not None and self.num_warps not in (1, 2, 4, 8, 16, 32):
+            raise KernelError(f"LaunchConfig.num_warps must be a power of two up to 32, got {self.num_warps}")
+        if self.num_stages is not None and not 1 <= self.num_stages <= 8:
+            raise KernelError(f"LaunchConfig.num_stages must be 1..8, got {self.num_stages}")
+
+
+_CONFIG = LaunchConfig()
+
+
+@contextlib.contextmanager
+def launch_config(config: LaunchConfig) -> Iterator[LaunchConfig]:
+    """Run the Triton forward kernels with ``config`` inside the ``with`` block (for tuning sweeps:
+    ``benchmarks/triton_sweep.py``); the previous configuration is restored on exit."""
+    global _CONFIG
+    previous, _CONFIG = _CONFIG, config
+    try:
+        yield config
+    finally:
+        _CONFIG = previous
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+    """A :class:`LaunchConfig` resolved for one call (every field set; ``block_h``: padded hidden width)."""
+
+    block_h: int
+    block_o: int
+    block_e: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: bool) -> Tiles:
+    """The tiles a call with ``hidden`` features and ``width`` output columns runs with under ``config``."""
+    block_h = max(16, triton.next_power_of_2(hidden))
+    if two_layer:
+        block_o = min(max(16, triton.next_power_of_2(width)), max(16, 16384 // block_h))
+    else:
+        block_o = min(block_h, 128)
+    block_o = config.block_o or block_o
+    if not two_layer:
+        block_h = block_o  # one-layer: the hidden columns are the output columns
+    return Tiles(
+        block_h=block_h,
+        block_o=block_o,
+        block_e=config.block_e or 32,
+        block_n=config.block_n or 16,
+        num_warps=config.num_warps or (8 if block_h * block_o >= 128 * 64 else 4),
+        num_stages=config.num_stages or 1,
+    )
 
 
 @triton.jit
@@ -132,6 +215,7 @@ def _csr_forward_kernel(
     BLOCK_E: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_O: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_o = tl.program_id(1)
@@ -159,7 +243,7 @@ def _csr_forward_kernel(
         w2 = None
         b2 = None
     acc = tl.zeros([BLOCK_N, BLOCK_O], dtype=COMPUTE)
-    for start in range(edge_start, edge_stop, BLOCK_E):
+    for start in tl.range(edge_start, edge_stop, BLOCK_E, num_stages=NUM_STAGES):
         offs_e = start + tl.arange(0, BLOCK_E)
         mask_e = offs_e < edge_stop
         target = tl.load(target_ptr + offs_e, mask=mask_e, other=-1)
@@ -266,11 +350,8 @@ class _TritonEngine:
             return p.new_zeros(num_nodes, width)
         edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
         edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
-        block_h = max(16, triton.next_power_of_2(hidden))
-        if w2 is None:
-            block_h = block_o = min(block_h, 128)
-        else:
-            block_o = min(max(16, triton.next_power_of_2(width)), max(16, 16384 // block_h))
+        tiles = resolve_config(_CONFIG, hidden, width, two_layer=w2 is not None)
+        block_h, block_o = tiles.block_h, tiles.block_o
         precision, sum_precision = _precision(p.dtype)
         dummy = p  # never read: pointer arguments of disabled features
         common = dict(
@@ -284,7 +365,8 @@ class _TritonEngine:
             COMPUTE=tl.float64 if p.dtype == torch.float64 else tl.float32,
             BLOCK_H=block_h,
             BLOCK_O=block_o,
-            num_warps=8 if block_h * block_o >= 128 * 64 else 4,
+            BLOCK_E=tiles.block_e,
+            num_warps=tiles.num_warps,
         )
         args = (
             p,
@@ -305,21 +387,20 @@ class _TritonEngine:
         columns = triton.cdiv(width, block_o)
         if plan.layout == "csr":
             out = p.new_empty(num_nodes, width, dtype=accumulate)
-            block_n = 16
+            block_n = tiles.block_n
             grid = (triton.cdiv(num_nodes, block_n), columns)
             _csr_forward_kernel[grid](
                 *args, plan.targets.ptr, source, target, out,
                 num_nodes, hidden, width, edge_dim, *strides, out.stride(0),
-                SUM_PRECISION=sum_precision, BLOCK_N=block_n, BLOCK_E=32, **common,
+                SUM_PRECISION=sum_precision, BLOCK_N=block_n, NUM_STAGES=tiles.num_stages, **common,
             )  # fmt: skip
         else:
             out = p.new_zeros(num_nodes, width, dtype=accumulate)
-            block_e = 32
-            grid = (triton.cdiv(plan.num_edges, block_e), columns)
+            grid = (triton.cdiv(plan.num_edges, common["BLOCK_E"]), columns)
             _atomic_forward_kernel[grid](
                 *args, source, target, out,
                 plan.num_edges, hidden, width, edge_dim, *strides, out.stride(0),
-                BLOCK_E=block_e, **common,
+                **common,
             )  # fmt: skip
         return out.to(p.dtype)
 
