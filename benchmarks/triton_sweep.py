@@ -47,8 +47,9 @@ SPACE: dict[str, tuple[int, ...]] = {
     "block_n": (16, 32, 64),
     "num_warps": (2, 4, 8),
     "num_stages": (1, 2, 3, 4),
+    "exact_sums": (False, True),
 }
-CSR_ONLY = ("block_n", "num_stages")
+CSR_ONLY = ("block_n", "num_stages", "exact_sums")
 TOLERANCE = 1e-4  # largest |difference| / largest |output| against the torch backend, float32
 
 

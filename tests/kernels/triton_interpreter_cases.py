@@ -32,7 +32,7 @@ def test_parity(layout, dtype, edge_dim, hidden, out, act, reduce):
     ("config", "hidden", "out"),
     [
         # several column tiles per graph, small edge steps, pipelined CSR loop, few warps
-        (dict(block_n=32, block_e=16, block_o=16, num_warps=2, num_stages=2), 40, None),
+        (dict(block_n=32, block_e=16, block_o=16, num_warps=2, num_stages=2, exact_sums=True), 40, None),
         # two-layer messages in 16-column tiles of W_2, wide edge steps
         (dict(block_n=16, block_e=64, block_o=16, num_warps=4, num_stages=3), 16, 40),
     ],

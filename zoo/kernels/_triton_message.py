@@ -51,6 +51,8 @@ class LaunchConfig:
         block_o: output columns per program (default: the padded width, at most 128 for one-layer messages).
         num_warps: warps per program (default 8 for tiles of >= 128 x 64 elements, else 4).
         num_stages: software-pipelining depth of the CSR edge loop (default 1: no pipelining).
+        exact_sums: CSR float32: reduce with exact float32 products ("ieee", CUDA cores) instead of the default
+            "tf32x3" on tensor cores (float64 always uses "ieee").
 
     Tile sizes are powers of two >= 16 (``tl.dot`` operands). ``block_e`` fixes the order of the CSR sums:
     results stay bitwise identical run to run for one configuration, not across configurations.
@@ -61,6 +63,7 @@ class LaunchConfig:
     block_o: int | None = None
     num_warps: int | None = None
     num_stages: int | None = None
+    exact_sums: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_e", "block_o"):
@@ -98,6 +101,7 @@ class Tiles:
     block_n: int
     num_warps: int
     num_stages: int
+    exact_sums: bool
 
 
 def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: bool) -> Tiles:
@@ -117,6 +121,7 @@ def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: 
         block_n=config.block_n or 16,
         num_warps=config.num_warps or (8 if block_h * block_o >= 128 * 64 else 4),
         num_stages=config.num_stages or 1,
+        exact_sums=bool(config.exact_sums),
     )
 
 
@@ -353,6 +358,8 @@ class _TritonEngine:
         tiles = resolve_config(_CONFIG, hidden, width, two_layer=w2 is not None)
         block_h, block_o = tiles.block_h, tiles.block_o
         precision, sum_precision = _precision(p.dtype)
+        if tiles.exact_sums:
+            sum_precision = "ieee"
         dummy = p  # never read: pointer arguments of disabled features
         common = dict(
             EDGE_MODE=edge_mode,
