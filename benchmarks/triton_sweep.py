@@ -33,12 +33,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 from benchmarks.message_passing import copy_bandwidth, measure
 from benchmarks.workloads import Graph, bytes_moved, make_graph
-from zoo.kernels import message_aggregate
-from zoo.kernels.message import EdgeMLP, _make_plan
+from zoo.kernels import build_csr, message_aggregate
+from zoo.kernels.message import EdgeMLP, _make_plan, engine_inputs
 
 #: Candidate values per LaunchConfig field (CSR-only fields are skipped for the atomic layout).
 SPACE: dict[str, tuple[int, ...]] = {
@@ -80,9 +79,7 @@ def sweep_case(
     with torch.no_grad():
         reference = message_aggregate(h, graph.csr, edge_attr, mlp, backend="torch")
         weights = EdgeMLP.from_module(mlp, hidden, 1)
-        p = functional.linear(h, weights.w_target, weights.b1)
-        q = functional.linear(h, weights.w_source)
-    inputs = (p, q, edge_attr, weights.w_edge, weights.w2, weights.b2, None, None, None)
+        inputs = engine_inputs(h, edge_attr, weights)
     plan = _make_plan(edges, graph.num_nodes, layout)
     nbytes = bytes_moved(graph, hidden, h.dtype, two_layer)
     scale = reference.abs().max().item() or 1.0
@@ -138,6 +135,12 @@ def sweep_case(
         row["default"] = row["config"] == defaults
         row["best"] = row is incumbent
     return list(tried.values())
+
+
+def _first_nodes(graph: Graph, count: int) -> Graph:
+    """The subgraph of the first ``count`` nodes (edges stay sorted by target)."""
+    edge_index = graph.edge_index[:, (graph.edge_index < count).all(dim=0)]
+    return Graph(graph.name, graph.pos[:count], edge_index, build_csr(edge_index, count))
 
 
 def _cell(row: dict | None, key: str) -> str:
@@ -213,12 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.workloads:
         graph = make_graph(name, device)
         if args.quick:  # a few hundred edges: the interpreter runs every program in Python
-            graph = dataclasses.replace(graph, pos=graph.pos[:64])
-            keep = (graph.edge_index < 64).all(dim=0)
-            from zoo.kernels import build_csr
-
-            graph.edge_index = graph.edge_index[:, keep]
-            graph.csr = build_csr(graph.edge_index, 64)
+            graph = _first_nodes(graph, 64)
         for hidden in args.hidden:
             for layout in args.layouts:
                 for two_layer in (False, True) if args.two_layer else (False,):

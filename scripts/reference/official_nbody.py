@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import os
 import random
@@ -58,9 +59,10 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
+@functools.cache
 def _dataset_dir(data: Path) -> Path:
     """A directory whose ``n_body_system/dataset`` holds links to ``data``'s files (the EGNN and FA loaders read
-    that path relative to the working directory)."""
+    that path relative to the working directory); made once per data folder."""
     root = Path(tempfile.mkdtemp(prefix="nbody-official-"))
     target = root / "n_body_system" / "dataset"
     target.mkdir(parents=True)
@@ -118,7 +120,7 @@ class Official:
                 return module.train(self.model, optimizer, index, loader, backprop=backprop)
 
             def dataset(data, part, **kw):
-                with _cwd(_dataset_dir(data)):
+                with _cwd(_dataset_dir(data.resolve())):
                     return NBodyDataset(partition=part, dataset_name="nbody_small", **kw)
 
             self._dataset = dataset

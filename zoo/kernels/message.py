@@ -543,6 +543,21 @@ class _FirstOrderOnly(torch.autograd.Function):
         return grad
 
 
+def engine_inputs(
+    h: Tensor,
+    edge_attr: Tensor | None,
+    weights: EdgeMLP,
+    w_gate: Tensor | None = None,
+    b_gate: Tensor | None = None,
+    edge_weight: Tensor | None = None,
+) -> Inputs:
+    """What an engine's ``forward`` reads: the node projections :math:`P = h W_t^\\top + b_1`,
+    :math:`Q = h W_s^\\top` (once per node instead of once per edge), then the edge and MLP tensors."""
+    p = F.linear(h, weights.w_target, weights.b1)
+    q = F.linear(h, weights.w_source)
+    return (p, q, edge_attr, weights.w_edge, weights.w2, weights.b2, w_gate, b_gate, edge_weight)
+
+
 def message_aggregate(
     h: Tensor,
     edge_index: Tensor | CSRGraph,
@@ -613,9 +628,7 @@ def message_aggregate(
     if backend == "torch_scatter":
         out = _torch_scatter_forward(h, edge_attr, weights, plan, w_gate, b_gate, edge_weight)
     else:
-        p = F.linear(h, weights.w_target, weights.b1)
-        q = F.linear(h, weights.w_source)
-        inputs = (p, q, edge_attr, weights.w_edge, weights.w2, weights.b2, w_gate, b_gate, edge_weight)
+        inputs = engine_inputs(h, edge_attr, weights, w_gate, b_gate, edge_weight)
         out = _EdgeMLPSum.apply(*inputs, plan, weights.act, _engine(backend))
     return _mean(out, plan) if reduce == "mean" else out
 
