@@ -40,7 +40,8 @@ from zoo.kernels import build_csr, message_aggregate
 from zoo.kernels.message import EdgeMLP, _make_plan, engine_inputs
 
 #: Candidate values per LaunchConfig field (CSR-only fields are skipped for the atomic layout).
-SPACE: dict[str, tuple[int, ...]] = {
+SPACE: dict[str, tuple[object, ...]] = {
+    "reduction": ("segment", "onehot"),
     "block_o": (16, 32, 64, 128),
     "block_e": (16, 32, 64, 128),
     "block_n": (16, 32, 64),
@@ -48,7 +49,8 @@ SPACE: dict[str, tuple[int, ...]] = {
     "num_stages": (1, 2, 3, 4),
     "exact_sums": (False, True),
 }
-CSR_ONLY = ("block_n", "num_stages", "exact_sums")
+CSR_ONLY = ("reduction", "block_n", "num_stages", "exact_sums")
+ONEHOT_ONLY = ("block_n", "exact_sums")  # fields the segment reduction does not use
 TOLERANCE = 1e-4  # largest |difference| / largest |output| against the torch backend, float32
 
 
@@ -60,8 +62,15 @@ def _message_mlp(hidden: int, two_layer: bool, device: torch.device) -> nn.Seque
     return nn.Sequential(*layers).to(device)
 
 
-def _space(layout: str) -> dict[str, tuple[int, ...]]:
+def _space(layout: str) -> dict[str, tuple[object, ...]]:
     return {key: values for key, values in SPACE.items() if layout == "csr" or key not in CSR_ONLY}
+
+
+def _normalise(config: dict[str, object]) -> dict[str, object]:
+    """``config`` without the fields its CSR reduction ignores (so equal launches are tried once)."""
+    if config.get("reduction") == "segment":
+        return {key: value for key, value in config.items() if key not in ONEHOT_ONLY}
+    return config
 
 
 def sweep_case(
@@ -89,7 +98,8 @@ def sweep_case(
     best = dict(defaults)
     tried: dict[tuple, dict] = {}
 
-    def run(config: dict[str, int]) -> dict:
+    def run(config: dict[str, object]) -> dict:
+        config = _normalise(config)
         key = tuple(sorted(config.items()))
         if key in tried:
             return tried[key]
@@ -128,11 +138,11 @@ def sweep_case(
     for _ in range(args.passes):
         for field, values in space.items():
             for value in values:
-                row = run({**best, field: value})
+                row = run({**defaults, **best, field: value})
                 if better(row, incumbent):
                     incumbent, best = row, dict(row["config"])
     for row in tried.values():
-        row["default"] = row["config"] == defaults
+        row["default"] = row["config"] == _normalise(defaults)
         row["best"] = row is incumbent
     return list(tried.values())
 

@@ -31,10 +31,17 @@ def test_parity(layout, dtype, edge_dim, hidden, out, act, reduce):
 @pytest.mark.parametrize(
     ("config", "hidden", "out"),
     [
-        # several column tiles per graph, small edge steps, pipelined CSR loop, few warps
-        (dict(block_n=32, block_e=16, block_o=16, num_warps=2, num_stages=2, exact_sums=True), 40, None),
-        # two-layer messages in 16-column tiles of W_2, wide edge steps
-        (dict(block_n=16, block_e=64, block_o=16, num_warps=4, num_stages=3), 16, 40),
+        # segment reduction: several column tiles per graph, small edge steps, pipelined CSR loop, few warps
+        (dict(block_e=16, block_o=16, num_warps=2, num_stages=2), 40, None),
+        # one-hot reduction: the same, exact float32 sums
+        (
+            dict(reduction="onehot", block_n=32, block_e=16, block_o=16, num_warps=2, num_stages=2, exact_sums=True),
+            40,
+            None,
+        ),
+        # two-layer messages in 16-column tiles of W_2, wide edge steps, both reductions
+        (dict(block_e=64, block_o=16, num_warps=4, num_stages=3), 16, 40),
+        (dict(reduction="onehot", block_n=16, block_e=64, block_o=16, num_warps=4, num_stages=3), 16, 40),
     ],
 )
 def test_launch_configs(layout, config, hidden, out):
@@ -59,11 +66,15 @@ def test_double_backward():
         torch.testing.assert_close(g, w, **TOLERANCES[torch.float64])
 
 
-def test_csr_deterministic_and_empty():
+@pytest.mark.parametrize("reduction", ["segment", "onehot"])
+def test_csr_deterministic_and_empty(reduction):
+    from zoo.kernels import _triton_message
+
     h, edge_index, edge_attr, mlp = make_case(torch.float32, "cpu", 40, 6, 4, 2, 16, 16)
     csr = build_csr(edge_index, 40)
-    first = message_aggregate(h, csr, edge_attr, mlp, backend="triton")
-    assert torch.equal(first, message_aggregate(h, csr, edge_attr, mlp, backend="triton"))
+    with _triton_message.launch_config(_triton_message.LaunchConfig(reduction=reduction)):
+        first = message_aggregate(h, csr, edge_attr, mlp, backend="triton")
+        assert torch.equal(first, message_aggregate(h, csr, edge_attr, mlp, backend="triton"))
     empty = message_aggregate(h, torch.zeros(2, 0, dtype=torch.long), edge_attr[:0], mlp, backend="triton")
     assert empty.shape == (40, 16) and not empty.any()
 
@@ -96,8 +107,9 @@ def test_tuning_sweep(monkeypatch):
     from benchmarks import triton_sweep
     from benchmarks.workloads import Graph
 
-    monkeypatch.setattr(triton_sweep, "SPACE", {"block_o": (16, 32), "block_e": (16, 64), "num_stages": (1, 2)})
-    monkeypatch.setattr(triton_sweep, "CSR_ONLY", ("num_stages",))
+    space = {"reduction": ("segment", "onehot"), "block_o": (16, 32), "block_e": (16, 64), "block_n": (16, 32)}
+    monkeypatch.setattr(triton_sweep, "SPACE", {**space, "num_stages": (1, 2)})
+    monkeypatch.setattr(triton_sweep, "CSR_ONLY", ("reduction", "block_n", "num_stages"))
     _, edge_index, _, _ = make_case(torch.float32, "cpu", 24, 4, 16, 0, 16, None)
     edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
     graph = Graph("tiny", torch.zeros(24, 3), edge_index, build_csr(edge_index, 24))
@@ -112,6 +124,11 @@ def test_tuning_sweep(monkeypatch):
         assert ("num_stages" in best["config"]) == (layout == "csr")
         if layout == "csr":
             assert all(row["bitwise_repeatable"] for row in rows)
+            # the one-hot reduction was tried; block_n only with it (the segment launches are not repeated)
+            reductions = [row["config"]["reduction"] for row in rows]
+            assert "onehot" in reductions and "segment" in reductions
+            assert len({tuple(sorted(row["config"].items())) for row in rows}) == len(rows)
+            assert all(("block_n" in row["config"]) == (row["config"]["reduction"] == "onehot") for row in rows)
     assert "| tiny (24," in triton_sweep.markdown(
         {"device_name": "cpu", "torch": "x", "triton": "y", "copy_gbs": 1.0, "runs": 1, "rows": rows}
     )

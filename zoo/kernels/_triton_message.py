@@ -3,11 +3,14 @@
 One kernel per layout, both fusing, per block of edges: the gathers :math:`P_i + Q_j`, the edge term
 :math:`e_{ij} W_e^\\top`, the activation, the second Linear (``tl.dot``) and its activation, and the reduction:
 
-- CSR: one program per block of ``BLOCK_N`` consecutive targets (and one tile of output columns). Its edges are
-  contiguous (receiver-sorted); they are reduced into the block's rows by a product with the one-hot
-  ``[BLOCK_N, BLOCK_E]`` membership matrix, in edge order: no atomics, bitwise identical run to run. The
-  one-hot product runs in full precision (float32: "tf32x3" on tensor cores, exact for 0/1 weights up to
-  float32 rounding of the sums; float64: "ieee").
+- CSR, ``reduction="segment"`` (the default): one program per target row (and tile of output columns). It loads
+  the row's projection :math:`P_i` once, walks the row's contiguous edges (receiver-sorted) ``BLOCK_E`` at a
+  time into a ``[BLOCK_E, width]`` accumulator and sums that once at the end (``tl.sum``): plain float32
+  (float64) additions in a fixed order, no atomics, bitwise identical run to run.
+- CSR, ``reduction="onehot"``: one program per block of ``BLOCK_N`` consecutive targets. Each block of edges is
+  reduced into the block's rows by a product with the one-hot ``[BLOCK_N, BLOCK_E]`` membership matrix, in edge
+  order, also bitwise repeatable. The one-hot product runs in full precision (float32: "tf32x3" on tensor cores,
+  or "ieee" with ``exact_sums``; float64: "ieee"); every edge gathers its target's row of ``P``.
 - atomic: one program per block of edges, ``tl.atomic_add`` into a float32 (float64) accumulator.
 
 The second Linear follows PyTorch's float32 matmul precision (``torch.get_float32_matmul_precision()``:
@@ -15,9 +18,12 @@ The second Linear follows PyTorch's float32 matmul precision (``torch.get_float3
 The backward pass reuses the PyTorch engine (:mod:`zoo.kernels.message`), so gradients of any order work.
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors in Triton's interpreter (for tests).
 
-Measured on an H100 (benchmarks/README.md): the one-layer kernels run 2-3.5x faster than the ``"torch"``
-backend's forward but reach only 11-27 % of copy bandwidth; the two-layer kernel is far slower than cuBLAS in
-exact float32, which is why ``backend="auto"`` uses Triton for one-layer MLPs only.
+Measured on an H100 in session 1 (benchmarks/README.md), before the segment reduction existed: the one-layer
+one-hot CSR and atomic kernels ran 2-3.5x faster than the ``"torch"`` backend's forward but reached only 11-27 %
+of copy bandwidth; the two-layer kernel was far slower than cuBLAS in exact float32, which is why
+``backend="auto"`` uses Triton for one-layer MLPs only. ``benchmarks/triton_sweep.py`` compares the reductions
+and tiles on the GPU at hand; ``benchmarks/triton_compile.py`` compiles every kernel for a CUDA architecture
+without a GPU (registers, spills, vector loads).
 """
 
 from __future__ import annotations
@@ -31,14 +37,17 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from zoo.kernels._triton_launch import launch
 from zoo.kernels.backends import KernelError
 from zoo.kernels.message import _EAGER, Grads, Inputs, _Plan
 
-__all__ = ["ENGINE", "LaunchConfig", "Tiles", "launch_config", "resolve_config"]
+__all__ = ["ENGINE", "REDUCTIONS", "LaunchConfig", "Tiles", "launch_config", "resolve_config"]
 
 _ACT_CODES = {"silu": 0, "relu": 1}
 # Edge features up to this width are applied by an unrolled loop of outer products; wider ones by tl.dot.
 _EDGE_LOOP_MAX = 16
+#: CSR reductions (LaunchConfig.reduction).
+REDUCTIONS = ("segment", "onehot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,18 +55,21 @@ class LaunchConfig:
     """Tile sizes and launch options of the forward kernels; ``None`` keeps the size-based default.
 
     Attributes:
-        block_n: CSR: target rows per program (default 16).
+        reduction: CSR: ``"segment"`` (one program per target row, default) or ``"onehot"`` (blocks of
+            ``block_n`` rows reduced by a one-hot product).
+        block_n: CSR one-hot: target rows per program (default 16).
         block_e: edges per step of the edge loop (default 32).
         block_o: output columns per program (default: the padded width, at most 128 for one-layer messages).
         num_warps: warps per program (default 8 for tiles of >= 128 x 64 elements, else 4).
         num_stages: software-pipelining depth of the CSR edge loop (default 1: no pipelining).
-        exact_sums: CSR float32: reduce with exact float32 products ("ieee", CUDA cores) instead of the default
-            "tf32x3" on tensor cores (float64 always uses "ieee").
+        exact_sums: CSR one-hot, float32: reduce with exact float32 products ("ieee", CUDA cores) instead of the
+            default "tf32x3" on tensor cores (float64 always uses "ieee"; the segment reduction always adds exactly).
 
     Tile sizes are powers of two >= 16 (``tl.dot`` operands). ``block_e`` fixes the order of the CSR sums:
     results stay bitwise identical run to run for one configuration, not across configurations.
     """
 
+    reduction: str | None = None
     block_n: int | None = None
     block_e: int | None = None
     block_o: int | None = None
@@ -66,6 +78,8 @@ class LaunchConfig:
     exact_sums: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.reduction is not None and self.reduction not in REDUCTIONS:
+            raise KernelError(f"LaunchConfig.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
         for name in ("block_n", "block_e", "block_o"):
             value = getattr(self, name)
             if value is not None and (value < 16 or value & (value - 1)):
@@ -95,6 +109,7 @@ def launch_config(config: LaunchConfig) -> Iterator[LaunchConfig]:
 class Tiles:
     """A :class:`LaunchConfig` resolved for one call (every field set; ``block_h``: padded hidden width)."""
 
+    reduction: str
     block_h: int
     block_o: int
     block_e: int
@@ -115,6 +130,7 @@ def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: 
     if not two_layer:
         block_h = block_o  # one-layer: the hidden columns are the output columns
     return Tiles(
+        reduction=config.reduction or "segment",
         block_h=block_h,
         block_o=block_o,
         block_e=config.block_e or 32,
@@ -134,20 +150,25 @@ def _activation(x, ACT: tl.constexpr):
 
 
 @triton.jit
+def _target_rows(p_ptr, target, mask_e, cols, mask_cols, stride_p, COMPUTE: tl.constexpr):
+    """The target projections ``P_i`` of a block of edges, ``[BLOCK_E, width]``."""
+    mask = mask_e[:, None] & mask_cols[None, :]
+    return tl.load(p_ptr + target[:, None] * stride_p + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
+
+
+@triton.jit
 def _messages(
-    p_ptr,
+    pre,
     q_ptr,
     e_ptr,
     we_ptr,
     w2,
     b2,
-    target,
     source,
     offs_e,
     mask_e,
     cols,
     mask_cols,
-    stride_p,
     stride_q,
     stride_e,
     stride_we,
@@ -161,10 +182,10 @@ def _messages(
     PRECISION: tl.constexpr,
     COMPUTE: tl.constexpr,
 ):
-    """Messages ``[BLOCK_E, width]`` of a block of edges (``width``: BLOCK_O columns, or BLOCK_H one-layer)."""
+    """Messages ``[BLOCK_E, width]`` of a block of edges (``width``: BLOCK_O columns, or BLOCK_H one-layer) from
+    ``pre``, the target projections ``P_i`` (``[BLOCK_E, width]``, or one row ``[1, width]`` shared by the block)."""
     mask = mask_e[:, None] & mask_cols[None, :]
-    pre = tl.load(p_ptr + target[:, None] * stride_p + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
-    pre += tl.load(q_ptr + source[:, None] * stride_q + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
+    pre = pre + tl.load(q_ptr + source[:, None] * stride_q + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
     if EDGE_MODE == 1:
         for d in tl.static_range(D_LOOP):
             e_d = tl.load(e_ptr + offs_e * stride_e + d, mask=mask_e, other=0.0).to(COMPUTE)
@@ -254,14 +275,85 @@ def _csr_forward_kernel(
         target = tl.load(target_ptr + offs_e, mask=mask_e, other=-1)
         source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
         message = _messages(
-            p_ptr, q_ptr, e_ptr, we_ptr, w2, b2, target, source, offs_e, mask_e, cols, mask_cols,
-            stride_p, stride_q, stride_e, stride_we, D,
+            _target_rows(p_ptr, target, mask_e, cols, mask_cols, stride_p, COMPUTE),
+            q_ptr, e_ptr, we_ptr, w2, b2, source, offs_e, mask_e, cols, mask_cols, stride_q, stride_e, stride_we, D,
             EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
         )  # fmt: skip
         one_hot = (target[None, :] == rows[:, None]).to(COMPUTE)
         acc += tl.dot(one_hot, message, input_precision=SUM_PRECISION, out_dtype=COMPUTE)
     mask = (rows < N)[:, None] & mask_out_cols[None, :]
     tl.store(out_ptr + rows[:, None] * stride_out + out_cols[None, :], acc, mask=mask)
+
+
+@triton.jit
+def _csr_segment_kernel(
+    p_ptr,
+    q_ptr,
+    e_ptr,
+    we_ptr,
+    w2_ptr,
+    b2_ptr,
+    ptr_ptr,
+    source_ptr,
+    out_ptr,
+    H,
+    H2,
+    D,
+    stride_p,
+    stride_q,
+    stride_e,
+    stride_we,
+    stride_w2,
+    stride_out,
+    EDGE_MODE: tl.constexpr,
+    D_LOOP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    TWO_LAYER: tl.constexpr,
+    HAS_B2: tl.constexpr,
+    ACT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    pid_o = tl.program_id(1)
+    edge_start = tl.load(ptr_ptr + row)
+    edge_stop = tl.load(ptr_ptr + row + 1)
+    out_cols = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    mask_out_cols = out_cols < H2
+    if TWO_LAYER:
+        cols = tl.arange(0, BLOCK_H)
+        mask_cols = cols < H
+        w2 = tl.load(
+            w2_ptr + out_cols[None, :] * stride_w2 + cols[:, None],
+            mask=mask_cols[:, None] & mask_out_cols[None, :],
+            other=0.0,
+        )
+        if HAS_B2:
+            b2 = tl.load(b2_ptr + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
+        else:
+            b2 = None
+    else:
+        cols = out_cols
+        mask_cols = mask_out_cols
+        w2 = None
+        b2 = None
+    p_row = tl.load(p_ptr + row * stride_p + cols, mask=mask_cols, other=0.0).to(COMPUTE)
+    acc = tl.zeros([BLOCK_E, BLOCK_O], dtype=COMPUTE)
+    for start in tl.range(edge_start, edge_stop, BLOCK_E, num_stages=NUM_STAGES):
+        offs_e = start + tl.arange(0, BLOCK_E)
+        mask_e = offs_e < edge_stop
+        source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
+        message = _messages(
+            p_row[None, :], q_ptr, e_ptr, we_ptr, w2, b2, source, offs_e, mask_e, cols, mask_cols,
+            stride_q, stride_e, stride_we, D,
+            EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
+        )  # fmt: skip
+        acc += tl.where(mask_e[:, None], message, 0.0)
+    tl.store(out_ptr + row * stride_out + out_cols, tl.sum(acc, axis=0), mask=mask_out_cols)
 
 
 @triton.jit
@@ -323,8 +415,8 @@ def _atomic_forward_kernel(
     target = tl.load(target_ptr + offs_e, mask=mask_e, other=0)
     source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
     message = _messages(
-        p_ptr, q_ptr, e_ptr, we_ptr, w2, b2, target, source, offs_e, mask_e, cols, mask_cols,
-        stride_p, stride_q, stride_e, stride_we, D,
+        _target_rows(p_ptr, target, mask_e, cols, mask_cols, stride_p, COMPUTE),
+        q_ptr, e_ptr, we_ptr, w2, b2, source, offs_e, mask_e, cols, mask_cols, stride_q, stride_e, stride_we, D,
         EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
     )  # fmt: skip
     mask = mask_e[:, None] & mask_out_cols[None, :]
@@ -392,11 +484,20 @@ class _TritonEngine:
         )
         source, target = plan.sources.index, plan.targets.index
         columns = triton.cdiv(width, block_o)
-        if plan.layout == "csr":
+        if plan.layout == "csr" and tiles.reduction == "segment":
+            out = p.new_empty(num_nodes, width, dtype=accumulate)
+            launch(
+                _csr_segment_kernel, (num_nodes, columns),
+                *args, plan.targets.ptr, source, out,
+                hidden, width, edge_dim, *strides, out.stride(0),
+                NUM_STAGES=tiles.num_stages, **common,
+            )  # fmt: skip
+        elif plan.layout == "csr":
             out = p.new_empty(num_nodes, width, dtype=accumulate)
             block_n = tiles.block_n
             grid = (triton.cdiv(num_nodes, block_n), columns)
-            _csr_forward_kernel[grid](
+            launch(
+                _csr_forward_kernel, grid,
                 *args, plan.targets.ptr, source, target, out,
                 num_nodes, hidden, width, edge_dim, *strides, out.stride(0),
                 SUM_PRECISION=sum_precision, BLOCK_N=block_n, NUM_STAGES=tiles.num_stages, **common,
@@ -404,7 +505,8 @@ class _TritonEngine:
         else:
             out = p.new_zeros(num_nodes, width, dtype=accumulate)
             grid = (triton.cdiv(plan.num_edges, common["BLOCK_E"]), columns)
-            _atomic_forward_kernel[grid](
+            launch(
+                _atomic_forward_kernel, grid,
                 *args, source, target, out,
                 plan.num_edges, hidden, width, edge_dim, *strides, out.stride(0),
                 **common,

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from zoo.kernels._triton_launch import launch
 from zoo.kernels.segment import Segments
 
 __all__ = ["gather_rotate", "rotate_back_sum"]
@@ -112,7 +113,8 @@ def gather_rotate(x: Tensor, wigner: Tensor, index: Tensor) -> Tensor:
         return out.to(x.dtype)
     block_e, block_c = 4, _block_c(channels)
     grid = (triton.cdiv(num_edges, block_e), triton.cdiv(channels, block_c))
-    _gather_rotate_kernel[grid](
+    launch(
+        _gather_rotate_kernel, grid,
         x, wigner, index, out, num_edges, rows, coefficients, channels,
         COMPUTE=compute, BLOCK_E=block_e, BLOCK_R=max(16, triton.next_power_of_2(rows)), BLOCK_C=block_c,
     )  # fmt: skip
@@ -129,7 +131,8 @@ def rotate_back_sum(message: Tensor, wigner: Tensor, segments: Segments) -> Tens
         return out.to(message.dtype)
     block_c = _block_c(channels)
     perm = segments.perm if segments.perm is not None else segments.ptr  # never read without a permutation
-    _rotate_back_sum_kernel[(num_nodes, triton.cdiv(channels, block_c))](
+    launch(
+        _rotate_back_sum_kernel, (num_nodes, triton.cdiv(channels, block_c)),
         message, wigner, segments.ptr, perm, out, coefficients, rows, channels,
         HAS_PERM=segments.perm is not None, COMPUTE=compute,
         BLOCK_K=max(16, triton.next_power_of_2(coefficients)), BLOCK_C=block_c,

@@ -1,0 +1,82 @@
+"""Every Triton kernel the engines launch by default compiles for Hopper (sm_90) and Ampere (sm_80) without a GPU
+(benchmarks/triton_compile.py: Triton's NVIDIA pipeline and ptxas on CPU tensors, with the JIT's argument
+specialisation): no register spills, and the gathered feature rows of the message kernels load as 16-byte
+vectors. The Triton interpreter (triton_interpreter_cases.py) checks the values; this checks the code a GPU runs."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+
+def _compiles_here() -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    from zoo.kernels._triton_launch import compile_available
+
+    return compile_available()
+
+
+pytestmark = pytest.mark.skipif(not _compiles_here(), reason="needs Triton 3.9's compiler API and its CUDA tools")
+
+
+@pytest.fixture(scope="module")
+def quick_report():
+    from benchmarks.triton_compile import report, variants
+
+    return report([90], variants(quick=True))
+
+
+def test_default_kernels_compile_for_sm90_without_spills(quick_report):
+    failed = [row for row in quick_report if "error" in row]
+    assert not failed, failed
+    kernels = {row["kernel"] for row in quick_report}
+    assert kernels == {
+        "_csr_segment_kernel",
+        "_csr_forward_kernel",
+        "_atomic_forward_kernel",
+        "_gather_rotate_kernel",
+        "_rotate_back_sum_kernel",
+    }
+    spilled = [(row["variant"], row["spill_bytes"]) for row in quick_report if row["spill_bytes"]]
+    assert not spilled, spilled
+    assert all(row["arch"] == 90 and 0 < row["registers"] <= 255 for row in quick_report)
+
+
+def test_message_rows_load_as_vectors(quick_report):
+    """float32 H = 128: each thread of the one-layer CSR and atomic kernels loads 16 bytes per gathered row access."""
+    for row in quick_report:
+        if row["variant"].startswith("message") and "float32" in row["variant"] and "one-layer" in row["variant"]:
+            assert row["global_loads"].get("LDG.E.128", 0) > 0, row
+
+
+def test_compile_only_specialises_like_the_jit():
+    """Integer arguments equal to 1 become constants and aligned pointers / multiples of 16 get divisibility
+    hints, as at a real launch; the engine's tensors are left as allocated and nothing else is launched."""
+    from zoo.kernels import _triton_so2
+    from zoo.kernels._triton_launch import compile_only
+
+    x = torch.randn(5, 16, 32)
+    wigner = torch.randn(7, 1, 16)  # R = 1: the rows argument is specialised to a constant
+    index = torch.tensor([0, 1, 2, 3, 4, 0, 1])
+    with compile_only(80) as reports:
+        _triton_so2.gather_rotate(x, wigner, index)
+    (only,) = reports
+    assert only.kernel == "_gather_rotate_kernel" and only.arch == 80
+    assert only.constants["R"] == "1" and only.constants["COMPUTE"] == "fp32"
+    assert only.spill_bytes == 0
+
+
+def test_a_failing_variant_is_a_row_not_a_crash(monkeypatch):
+    from benchmarks import triton_compile
+
+    def fail(variant, arch):
+        raise RuntimeError("out of resource: shared memory")
+
+    monkeypatch.setattr(triton_compile, "compile_variant", fail)
+    variant = triton_compile.Variant("message", torch.float32)
+    (row,) = triton_compile.report([80], [variant])
+    assert row["arch"] == 80 and "out of resource" in row["error"]
+    assert "failed: RuntimeError: out of resource" in triton_compile.markdown([row])
