@@ -43,6 +43,9 @@ def test_default_kernels_compile_for_sm90_without_spills(quick_report):
     spilled = [(row["variant"], row["spill_bytes"]) for row in quick_report if row["spill_bytes"]]
     assert not spilled, spilled
     assert all(row["arch"] == 90 and 0 < row["registers"] <= 255 for row in quick_report)
+    # 99 KiB: the most shared memory one program may use on sm_86 / sm_89 (sm_80: 163 KiB, sm_90: 227 KiB)
+    too_big = [(row["variant"], row["shared_bytes"]) for row in quick_report if row["shared_bytes"] > 99 * 1024]
+    assert not too_big, too_big
 
 
 def test_message_rows_load_as_vectors(quick_report):

@@ -38,8 +38,9 @@ class CompileReport:
         constants: the constexpr arguments and launch options it was compiled with.
         registers: registers per thread.
         spill_bytes: local memory per thread (register spills; 0 when everything fits).
-        shared_bytes: static shared memory per program.
-        global_loads: global load instructions in the SASS by width (``"LDG.E.128"``: 16-byte vector loads).
+        shared_bytes: shared memory per program (Triton's allocation: dot operands, reductions, pipelining).
+        global_loads: global load instructions in the SASS by kind and width (``"LDG.E.128"``: 16-byte vector
+            loads into registers; ``"LDGSTS..."``: asynchronous copies into shared memory, Triton's pipelining).
     """
 
     kernel: str
@@ -126,7 +127,7 @@ def compile_for(kernel: triton.JITFunction, arch: int, *args: Any, **kwargs: Any
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     usage, sass = _inspect(compiled.asm["cubin"])
     loads: dict[str, int] = {}
-    for width in re.findall(r"\b(LDG\.E(?:\.\w+)*)", sass):
+    for width in re.findall(r"\b(LDGSTS\.E(?:\.\w+)*|LDG\.E(?:\.\w+)*)", sass):
         loads[width] = loads.get(width, 0) + 1
     constants = {name: bound[name] for name, kind in signature.items() if kind == "constexpr"}
     constants.update(options)
@@ -136,7 +137,7 @@ def compile_for(kernel: triton.JITFunction, arch: int, *args: Any, **kwargs: Any
         constants={key: str(value) for key, value in constants.items()},
         registers=usage["REG"],
         spill_bytes=usage["LOCAL"],
-        shared_bytes=usage["SHARED"],
+        shared_bytes=int(compiled.metadata.shared),
         global_loads=loads,
     )
 

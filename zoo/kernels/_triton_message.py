@@ -119,11 +119,15 @@ class Tiles:
     exact_sums: bool
 
 
-def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: bool) -> Tiles:
-    """The tiles a call with ``hidden`` features and ``width`` output columns runs with under ``config``."""
+def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: bool, element_size: int = 4) -> Tiles:
+    """The tiles a call with ``hidden`` features and ``width`` output columns runs with under ``config``.
+
+    Two-layer messages hold a ``[block_h, block_o]`` tile of ``W_2`` (``element_size`` bytes per element): by
+    default at most 64 KiB, so that with the kernel's other buffers it stays within the 99 KiB of shared memory
+    a program may have on every CUDA GPU since Ampere (benchmarks/triton_compile.py reports the figures)."""
     block_h = max(16, triton.next_power_of_2(hidden))
     if two_layer:
-        block_o = min(max(16, triton.next_power_of_2(width)), max(16, 16384 // block_h))
+        block_o = min(max(16, triton.next_power_of_2(width)), max(16, 65536 // (block_h * element_size)))
     else:
         block_o = min(block_h, 128)
     block_o = config.block_o or block_o
@@ -447,7 +451,7 @@ class _TritonEngine:
             return p.new_zeros(num_nodes, width)
         edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
         edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
-        tiles = resolve_config(_CONFIG, hidden, width, two_layer=w2 is not None)
+        tiles = resolve_config(_CONFIG, hidden, width, two_layer=w2 is not None, element_size=p.element_size())
         block_h, block_o = tiles.block_h, tiles.block_o
         precision, sum_precision = _precision(p.dtype)
         if tiles.exact_sums:
