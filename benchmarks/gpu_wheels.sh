@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Download, on a machine with PyPI access, the wheels that a CUDA machine without internet needs beyond its own
-# torch / triton / torch-geometric / numpy / scipy to import zoo and run benchmarks/gpu.sh: they land in .whl/
+# torch / triton / torch-geometric / numpy / scipy to import zoo and fairchem-core 1.10 and run benchmarks/gpu.sh
+# (torch-scatter, which fairchem imports, has no CUDA wheel on PyPI: gpu.sh then uses benchmarks/shims): they land in .whl/
 # (git-ignored through .git/info/exclude), which gpu.sh installs with pip --no-index.
 # Usage (repository root): bash benchmarks/gpu_wheels.sh [python-version, default 3.12]
 set -euo pipefail
@@ -11,7 +12,12 @@ grep -qx '/.whl/' "$EXCLUDE" 2>/dev/null || echo '/.whl/' >> "$EXCLUDE"
 mkdir -p .whl
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
+# With their dependencies: what zoo and fairchem-core 1.10 import (fairchem for the SO(2) comparison of gpu.sh).
+python3 -m pip download --only-binary=:all: --python-version "$PY" --implementation cp "${PLATFORMS[@]}" \
+  -d .whl ase pydantic safetensors huggingface_hub matplotlib lmdb pyyaml
+# Without: packages that depend on torch (the machine's own CUDA build must stay the one imported).
 python3 -m pip download --no-deps --only-binary=:all: --python-version "$PY" --implementation cp "${PLATFORMS[@]}" \
-  -d .whl ase pydantic pydantic-core annotated-types typing-inspection vesin vesin-torch \
-  e3nn opt-einsum opt-einsum-fx safetensors  # the eSCN / EquiformerV2 tests on the SO(2) kernels need these too
+  -d .whl vesin vesin-torch e3nn opt-einsum opt-einsum-fx fairchem-core==1.10.0
+# The machine's numpy / scipy / torch stay: never shadow them.
+rm -f .whl/numpy-*.whl .whl/scipy-*.whl .whl/torch-*.whl .whl/nvidia_*.whl .whl/triton-*.whl
 ls -la .whl

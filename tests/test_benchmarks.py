@@ -20,3 +20,37 @@ def test_whole_model_section_runs_and_reports(tmp_path):
         {"device_name": "cpu", "torch": "x", "threads": 1, "runs": 3, "warmup": 1, "copy_gbs": 1.0, "rows": rows}
     )
     assert "## Whole model: egnn-potential" in table and "train step (forces loss)" in table
+
+
+def test_torch_scatter_shim_matches_reference_reductions():
+    """benchmarks/shims/torch_scatter (fairchem's import on machines without torch-scatter): sums, means, maxima
+    and minima along either dimension against index_add_ / a loop, empty segments 0, unknown reductions refused."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    path = Path(message_passing.__file__).with_name("shims") / "torch_scatter" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("zoo_shim_torch_scatter", path)
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)  # not as "torch_scatter": the real package may be installed here
+    generator = torch.Generator().manual_seed(0)
+    src = torch.randn(7, 5, 3, generator=generator, dtype=torch.float64)
+    index = torch.tensor([0, 2, 2, 4, 0, 1, 4])
+    want_sum = torch.zeros(6, 5, 3, dtype=torch.float64).index_add_(0, index, src)
+    count = torch.zeros(6, dtype=torch.float64).index_add_(0, index, torch.ones(7, dtype=torch.float64))
+    torch.testing.assert_close(shim.scatter(src, index, dim=0, dim_size=6), want_sum)
+    torch.testing.assert_close(
+        shim.scatter(src, index, 0, reduce="mean", dim_size=6), want_sum / count.clamp(min=1)[:, None, None]
+    )
+    for reduce, fn in (("max", torch.amax), ("min", torch.amin)):
+        got = shim.scatter(src, index, dim=0, reduce=reduce, dim_size=6)
+        for node in range(6):
+            rows = src[index == node]
+            torch.testing.assert_close(got[node], fn(rows, dim=0) if len(rows) else torch.zeros(5, 3, dtype=src.dtype))
+    columns = torch.tensor([1, 1, 0, 3, 3])
+    got = shim.scatter(src, columns, dim=1)  # dim_size from the index: 4
+    torch.testing.assert_close(got, torch.zeros(7, 4, 3, dtype=src.dtype).index_add_(1, columns, src))
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        shim.scatter(src, index, dim=0, reduce="mul")
