@@ -10,7 +10,8 @@ Models (``--models``): EquiformerV2 31M (OC20 All+MD configuration) and eSCN L4-
 configurations). Each is fairchem's own module with its own random initialisation (float32), written as a
 fairchem checkpoint and converted by zoo's ``fairchem`` converter, so both libraries run the same weights.
 
-Input: an OC20-like slab, Cu(111) 4x4x5 with an O adsorbate (81 atoms, periodic in x and y), rattled; edges
+Input: OC20-like slabs, Cu(111) 4x4x5 with an O adsorbate (81 atoms, periodic in x and y), rattled, ``--batch``
+of them per call (default 1 on CPU, 32 on CUDA); edges
 from zoo's neighbour list (cutoff 12 Å, the 20 nearest per atom) given to both models (fairchem with
 ``otf_graph=False``, which then computes the edge vectors itself), so the neighbour search is not timed.
 
@@ -42,7 +43,7 @@ from torch_geometric.data import Batch, Data
 
 from benchmarks.message_passing import measure
 from zoo.converters import convert
-from zoo.graph import from_ase, radius_graph
+from zoo.graph import batch_graphs, from_ase, radius_graph
 from zoo.plots import ratio_bars
 
 CUTOFF, MAX_NEIGHBORS = 12.0, 20
@@ -100,11 +101,11 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def slab() -> Any:
+def slab(seed: int = 0) -> Any:
     """Cu(111) 4x4x5 + O in an fcc hollow, 81 atoms, periodic in x and y, rattled (no neighbour ties)."""
     atoms = fcc111("Cu", size=(4, 4, 5), vacuum=8.0)
     add_adsorbate(atoms, "O", 1.5, "fcc")
-    atoms.rattle(0.05, seed=0)
+    atoms.rattle(0.05, seed=seed)
     atoms.pbc = (True, True, False)
     return atoms
 
@@ -138,20 +139,27 @@ def build_pair(kind: str, attributes: dict[str, Any], seed: int) -> tuple[torch.
     return reference, model
 
 
-def inputs(device: torch.device) -> tuple[Batch, Any]:
-    """The slab as fairchem's batch (with zoo's edges) and as zoo's graph, on ``device``, float32."""
-    graph = radius_graph(from_ase(slab(), dtype=torch.float32), CUTOFF, max_neighbors=MAX_NEIGHBORS)
-    data = Data(
-        pos=graph.pos,
-        atomic_numbers=graph.z,
-        cell=graph.cell,
-        natoms=torch.tensor([graph.pos.shape[0]]),
-        pbc=graph.pbc,
-        edge_index=graph.edge_index,
-        cell_offsets=graph.edge_shift.to(torch.float32),
-        neighbors=torch.tensor([graph.edge_index.shape[1]]),
-    )
-    return Batch.from_data_list([data]).to(device), graph.to(device)
+def inputs(device: torch.device, batch: int = 1) -> tuple[Batch, Any]:
+    """``batch`` slabs (rattled with seeds 0, 1, ...) as fairchem's batch (with zoo's edges) and as zoo's batched
+    graph, on ``device``, float32."""
+    graphs, data = [], []
+    for seed in range(batch):
+        graph = radius_graph(from_ase(slab(seed), dtype=torch.float32), CUTOFF, max_neighbors=MAX_NEIGHBORS)
+        graphs.append(graph)
+        data.append(
+            Data(
+                pos=graph.pos,
+                atomic_numbers=graph.z,
+                cell=graph.cell,
+                natoms=torch.tensor([graph.pos.shape[0]]),
+                pbc=graph.pbc,
+                edge_index=graph.edge_index,
+                cell_offsets=graph.edge_shift.to(torch.float32),
+                neighbors=torch.tensor([graph.edge_index.shape[1]]),
+            )
+        )
+    zoo_graph = graphs[0] if batch == 1 else batch_graphs(graphs)
+    return Batch.from_data_list(data).to(device), zoo_graph.to(device)
 
 
 def _call(model: torch.nn.Module, data: Any, backend: str | None = None) -> Callable[[], dict[str, torch.Tensor]]:
@@ -183,7 +191,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     kind, attributes = MODELS[name]
     reference, model = build_pair(kind, attributes, args.seed)
     reference, model = reference.to(device), model.to(device)
-    data, graph = inputs(device)
+    data, graph = inputs(device, args.batch)
     fns = {"zoo": _call(model, graph), "fairchem": _call(reference, data)}
     fns.update({f"zoo[{backend}]": _call(model, graph, backend) for backend in args.backends})
     expected, out = fns["fairchem"](), fns["zoo"]()
@@ -192,6 +200,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
     row: dict[str, Any] = {
         "model": name,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "structures": args.batch,
         "atoms": int(graph.pos.shape[0]),
         "edges": int(graph.edge_index.shape[1]),
         "energy_abs_diff": (out["energy"] - expected["energy"].reshape(-1)).abs().max().item(),
@@ -219,7 +228,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"# zoo vs fairchem {results['fairchem']}: forward (energy + direct forces), {results['device_name']}",
         "",
         f"torch {results['torch']}, {results['threads']} threads, float32, median of {results['runs']} runs after "
-        f"{results['warmup']} warm-up calls. Ratio = fairchem time / zoo time (> 1: zoo is faster).",
+        f"{results['warmup']} warm-up calls, {results.get('batch', 1)} slab(s) per call. "
+        "Ratio = fairchem time / zoo time (> 1: zoo is faster).",
         "",
         "| model | params | atoms | edges | zoo ms | fairchem ms | ratio | zoo atoms/s | peak MiB zoo / fairchem "
         "| max abs dF / max abs F (eV/Å) | abs dE (eV) | zoo on the SO(2) kernels: ms (ratio) |",
@@ -273,6 +283,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=None, help="timed rounds (default: 5 on CPU, 30 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up calls (default: 2 on CPU, 5 on CUDA)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random weights")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="slabs per call (default: 1 on CPU; 32 on CUDA, 2,592 atoms: one slab leaves a GPU idle)",
+    )
     parser.add_argument("--no-plots", dest="plots", action="store_false", help="do not write ratios.png")
     parser.add_argument(
         "--backends",
@@ -290,6 +306,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cuda = device.type == "cuda"
     args.runs = args.runs or (30 if cuda else 5)
     args.warmup = args.warmup or (5 if cuda else 2)
+    args.batch = args.batch or (32 if cuda else 1)
+    if args.batch < 1:
+        raise SystemExit(f"--batch must be >= 1, got {args.batch}")
     args.out.mkdir(parents=True, exist_ok=True)
     from importlib.metadata import version
 
@@ -302,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "runs": args.runs,
         "warmup": args.warmup,
+        "batch": args.batch,
         "rows": [],
     }
     for name in args.models:
