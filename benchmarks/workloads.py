@@ -153,13 +153,15 @@ def pyg_layer(layer: EGNNLayer, use_torch_scatter: bool) -> nn.Module:
 
 
 def bytes_moved(graph: Graph, hidden: int, dtype: torch.dtype, two_layer: bool) -> int:
-    """Logical bytes of one fused message-passing forward: node projections ``P, Q [N, H]`` read once per
-    target / once per edge (each gathered row counted every time), ``[E, 1]`` edge features, source and
-    target indices (int64), row pointers, the ``[N, H]`` output written; weights once."""
+    """Logical bytes of one fused message-passing forward in its smallest (receiver-sorted) form: node
+    projections ``P, Q [N, H]`` read once per target / once per edge (each gathered row counted every time),
+    ``[E, 1]`` edge features, the source index of each edge and the row pointers (int64), the ``[N, H]`` output
+    written; weights once. Target indices are not counted: the CSR kernels read row pointers instead (the atomic
+    layout, which reads them too, is measured against the same figure)."""
     size = torch.empty((), dtype=dtype).element_size()
     n, e = graph.num_nodes, graph.num_edges
     weights = (hidden * hidden + hidden) * size if two_layer else 0
-    return (n * hidden + e * hidden + e + n * hidden) * size + e * 16 + (n + 1) * 8 + weights
+    return (n * hidden + e * hidden + e + n * hidden) * size + e * 8 + (n + 1) * 8 + weights
 
 
 def flops(graph: Graph, hidden: int, two_layer: bool) -> float:

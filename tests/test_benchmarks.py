@@ -54,3 +54,18 @@ def test_torch_scatter_shim_matches_reference_reductions():
     torch.testing.assert_close(got, torch.zeros(7, 4, 3, dtype=src.dtype).index_add_(1, columns, src))
     with pytest.raises(ValueError, match="reduce must be one of"):
         shim.scatter(src, index, dim=0, reduce="mul")
+
+
+def test_bytes_moved_counts_the_receiver_sorted_inputs_once():
+    """The roofline's numerator: features per gathered row, edge features, sources and row pointers, output."""
+    import torch
+
+    from benchmarks.workloads import Graph, bytes_moved
+    from zoo.kernels import build_csr
+
+    edge_index = torch.tensor([[1, 2, 0, 0], [0, 0, 1, 2]])
+    graph = Graph("tiny", torch.zeros(3, 3), edge_index, build_csr(edge_index, 3))
+    h = 8  # P once per node, Q once per edge, 1 edge feature per edge, output once per node: float32
+    features = (3 * h + 4 * h + 4 + 3 * h) * 4
+    assert bytes_moved(graph, h, torch.float32, two_layer=False) == features + 4 * 8 + 4 * 8
+    assert bytes_moved(graph, h, torch.float64, two_layer=True) == 2 * features + 4 * 8 + 4 * 8 + (h * h + h) * 8
