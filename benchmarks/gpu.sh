@@ -3,9 +3,9 @@
 # Run from the repository root on a CUDA machine whose python3 has torch (CUDA), triton and torch-geometric.
 # Packages it lacks (ase, pydantic, vesin, vesin-torch, ...) are installed from .whl/ when that folder exists
 # (made by benchmarks/gpu_wheels.sh where PyPI is reachable). Results go to $OUT (default out/gpu):
-# pytest-gpu.log, results.json, results.md, bench.log, env.txt, sweep/results.{json,md}, fairchem/results.{json,md}.
-# SKIP_TESTS=1, SKIP_BENCH=1, SKIP_SWEEP=1, SKIP_FAIRCHEM=1 leave a part out (to split the run over calls that
-# may each last 10 minutes: e.g. SKIP_SWEEP=1 SKIP_FAIRCHEM=1, then SKIP_TESTS=1 SKIP_BENCH=1).
+# pytest-gpu.log, results.json, results.md, bench.log, env.txt, sweep/, fairchem/, egnn-official/ results.{json,md}.
+# SKIP_TESTS=1, SKIP_BENCH=1, SKIP_SWEEP=1, SKIP_FAIRCHEM=1, SKIP_EGNN=1 leave a part out (to split the run over
+# calls that may each last 10 minutes: e.g. SKIP_SWEEP=1 SKIP_FAIRCHEM=1 SKIP_EGNN=1, then SKIP_TESTS=1 SKIP_BENCH=1).
 set -uo pipefail
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
@@ -47,6 +47,13 @@ if [ "${SKIP_FAIRCHEM:-0}" != 1 ] && PYTHONPATH="$FAIRCHEM_PATH" python3 -c "imp
     --backends torch triton 2>&1 | tee "$OUT/bench-fairchem.log"
 elif [ "${SKIP_FAIRCHEM:-0}" != 1 ]; then
   echo "fairchem-core 1.10 not importable here: the SO(2) comparison is left out (bash benchmarks/gpu_wheels.sh)"
+fi
+# egnn-qm9 against the official EGNN code (prediction + forces), where a checkout travelled in .whl/egnn-official
+# (EGNN_CHECKOUT=... bash benchmarks/gpu_wheels.sh) or EGNN_CHECKOUT names one here; SKIP_EGNN=1 leaves it out.
+EGNN_CHECKOUT=${EGNN_CHECKOUT:-.whl/egnn-official}
+if [ "${SKIP_EGNN:-0}" != 1 ] && [ -f "$EGNN_CHECKOUT/qm9/models.py" ]; then
+  python3 -m benchmarks.egnn_official "$EGNN_CHECKOUT" --device cuda --out "$OUT/egnn-official" 2>&1 \
+    | tee "$OUT/bench-egnn-official.log"
 fi
 echo "pytest exit $tests, benchmark exit $bench"
 exit $(( tests != 0 || bench != 0 ))

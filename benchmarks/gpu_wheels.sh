@@ -20,4 +20,11 @@ python3 -m pip download --no-deps --only-binary=:all: --python-version "$PY" --i
   -d .whl vesin vesin-torch e3nn opt-einsum opt-einsum-fx fairchem-core==1.10.0
 # The machine's numpy / scipy / torch stay: never shadow them.
 rm -f .whl/numpy-*.whl .whl/scipy-*.whl .whl/torch-*.whl .whl/nvidia_*.whl .whl/triton-*.whl
+# The official EGNN code for benchmarks/egnn_official.py (gpu.sh runs it when .whl/egnn-official exists):
+# EGNN_CHECKOUT=<a clone of github.com/vgsatorras/egnn> bash benchmarks/gpu_wheels.sh
+if [ -n "${EGNN_CHECKOUT:-}" ]; then
+  rm -rf .whl/egnn-official
+  mkdir -p .whl/egnn-official
+  cp -r "$EGNN_CHECKOUT/models" "$EGNN_CHECKOUT/qm9" .whl/egnn-official/
+fi
 ls -la .whl

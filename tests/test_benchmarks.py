@@ -3,6 +3,8 @@ agreed on the setup)."""
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import message_passing
 
 
@@ -28,7 +30,6 @@ def test_torch_scatter_shim_matches_reference_reductions():
     import importlib.util
     from pathlib import Path
 
-    import pytest
     import torch
 
     path = Path(message_passing.__file__).with_name("shims") / "torch_scatter" / "__init__.py"
@@ -69,3 +70,35 @@ def test_bytes_moved_counts_the_receiver_sorted_inputs_once():
     features = (3 * h + 4 * h + 4 + 3 * h) * 4
     assert bytes_moved(graph, h, torch.float32, two_layer=False) == features + 4 * 8 + 4 * 8
     assert bytes_moved(graph, h, torch.float64, two_layer=True) == 2 * features + 4 * 8 + 4 * 8 + (h * h + h) * 8
+
+
+def test_egnn_official_molecules_are_qm9_sized_and_separated():
+    import numpy as np
+
+    from benchmarks.egnn_official import SPECIES, molecules
+
+    mols = molecules(12, seed=3)
+    assert len(mols) == 12
+    for numbers, positions in mols:
+        assert 9 <= len(numbers) <= 29 and positions.shape == (len(numbers), 3)
+        assert set(numbers.tolist()) <= set(SPECIES)
+        distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1) + 10 * np.eye(len(numbers))
+        assert distances.min() >= 0.9
+
+
+@pytest.mark.reference
+def test_egnn_official_benchmark_agrees_with_the_official_code(tmp_path):
+    """benchmarks/egnn_official.py on 4 molecules with a checkout of vgsatorras/egnn (``ZOO_EGNN_CHECKOUT``)."""
+    import os
+
+    from benchmarks import egnn_official
+
+    checkout = os.environ.get("ZOO_EGNN_CHECKOUT")
+    if not checkout:
+        pytest.skip("set ZOO_EGNN_CHECKOUT to a checkout of vgsatorras/egnn")
+    argv = [checkout, "--device", "cpu", "--batch", "4", "--runs", "1", "--warmup", "1", "--backends", "torch"]
+    results = egnn_official.main([*argv, "--out", str(tmp_path)])
+    assert [row["impl"] for row in results["rows"]] == ["official", "zoo own code", "zoo torch"]
+    for row in results["rows"]:
+        assert row["pred_max_abs_diff"] < 1e-4 and row["forces_max_abs_diff"] < 1e-4 * results["max_forces"] + 1e-7
+    assert (tmp_path / "results.md").read_text().startswith("# egnn-qm9: zoo vs the official EGNN code")
