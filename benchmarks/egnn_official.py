@@ -22,7 +22,6 @@ attention-gated layers, is reported as not run). Reported: ms, ratio official / 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.message_passing import measure
+from benchmarks.workloads import write_results
 from zoo import create_model
 from zoo.graph import AtomsGraph, batch_graphs
 from zoo.kernels import KernelError, set_backend
@@ -225,12 +225,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     results = run(args)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    print(write_results(args.out, results, markdown(results)))
     return results
 
 

@@ -28,7 +28,6 @@ gather + rotation, rotation back + sum) to the same interleaved rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import tempfile
@@ -42,6 +41,7 @@ from ase.build import add_adsorbate, fcc111
 from torch_geometric.data import Batch, Data
 
 from benchmarks.message_passing import measure
+from benchmarks.workloads import write_results
 from zoo.converters import convert
 from zoo.graph import batch_graphs, from_ase, radius_graph
 from zoo.plots import ratio_bars
@@ -334,9 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"max|dF| {row['forces_max_abs_diff']:.1e} eV/A",
             flush=True,
         )
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "results.md").write_text(markdown(results))
-    print(markdown(results))
+    print(write_results(args.out, results, markdown(results)))
     if args.plots:
         print(f"plot: {plot(results, args.out)}")
     return results

@@ -15,7 +15,6 @@ not written).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -26,6 +25,7 @@ import ase.db
 import ase.io
 import numpy as np
 
+from benchmarks.workloads import write_results
 from zoo.datasets.ase_db import AseDBDataset, AseLmdbWriter
 from zoo.datasets.ase_files import AseReadDataset
 from zoo.datasets.loaders import make_loader
@@ -145,9 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = markdown(results)
     print(f"{args.structures} structures, median of {args.runs} passes in random order\n\n{table}")
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        (args.out / "results.md").write_text(table + "\n")
+        write_results(args.out, results, table)
         if args.plots:
             print(f"plot: {plot(results, args.out)}")
     return results

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import statistics
 import time
@@ -48,6 +47,7 @@ from benchmarks.workloads import (
     flops,
     make_graph,
     pyg_layer,
+    write_results,
     zoo_layer,
 )
 from zoo.graph import AtomsGraph, from_ase, radius_graph
@@ -513,10 +513,7 @@ def main(argv: list[str] | None = None) -> dict:
         return graphs[name]
 
     def save() -> str:
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        table = markdown(results)
-        (args.out / "results.md").write_text(table)
-        return table
+        return write_results(args.out, results, markdown(results))
 
     for name, hidden in filter(keep, op_configs):
         for two_layer in (False, True):

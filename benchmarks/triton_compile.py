@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchmarks.workloads import write_results
 from zoo.kernels._triton_launch import CompileReport, compile_only
 from zoo.kernels.message import EdgeMLP, _make_plan, engine_inputs
 from zoo.kernels.segment import Segments, _row_pointers
@@ -136,7 +136,9 @@ def report(archs: list[int], selected: Iterable[Variant]) -> list[dict]:
             try:
                 compiled = compile_variant(variant, arch)
             except Exception as error:  # a variant that does not compile is a result
-                rows.append({"variant": variant.name, "arch": arch, "error": f"{type(error).__name__}: {error}"[:300]})
+                message = " ".join(str(error).split())  # Triton's own errors end with the cause: keep the tail
+                message = message if len(message) <= 400 else "... " + message[-400:]
+                rows.append({"variant": variant.name, "arch": arch, "error": f"{type(error).__name__}: {message}"})
                 continue
             rows += [{"variant": variant.name, **dataclasses.asdict(c)} for c in compiled]
     return rows
@@ -165,12 +167,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--arch", type=int, nargs="*", default=[80, 90], help="compute capabilities (default 80 90)")
     parser.add_argument("--quick", action="store_true", help="the engines' defaults only")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     rows = report(args.arch, variants(args.quick))
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
-    table = markdown(rows)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    print(write_results(args.out, rows, markdown(rows)))
     return rows
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from benchmarks.message_passing import copy_bandwidth, measure
-from benchmarks.workloads import Graph, bytes_moved, make_graph
+from benchmarks.workloads import Graph, bytes_moved, make_graph, write_results
 from zoo.kernels import build_csr, message_aggregate
 from zoo.kernels.message import EdgeMLP, _make_plan, engine_inputs
 
@@ -231,8 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
             for layout in args.layouts:
                 for two_layer in (False, True) if args.two_layer else (False,):
                     results["rows"] += sweep_case(graph, hidden, layout, two_layer, results["copy_gbs"], args)
-                    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-                    (args.out / "results.md").write_text(markdown(results))
+                    write_results(args.out, results, markdown(results))
                     print(f"{name} H={hidden} {layout} {'two' if two_layer else 'one'}-layer done", flush=True)
     print(markdown(results))
     return results

@@ -13,9 +13,11 @@ The layer is the EGNN ``E_GCL`` as used on QM9 (no coordinate update):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -169,6 +171,15 @@ def flops(graph: Graph, hidden: int, two_layer: bool) -> float:
     n, e = graph.num_nodes, graph.num_edges
     edge = 2 * hidden * (1 + (hidden if two_layer else 0)) + 4 * hidden
     return float(2 * n * 2 * hidden * hidden + e * edge)
+
+
+def write_results(out: Path, results: object, table: str) -> str:
+    """``out/results.json`` (the results as JSON) and ``out/results.md`` (``table``), written whole each call;
+    returns ``table``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(table if table.endswith("\n") else table + "\n")
+    return table
 
 
 def gib(nbytes: float) -> float:

@@ -154,6 +154,33 @@ def _activation(x, ACT: tl.constexpr):
 
 
 @triton.jit
+def _second_layer(
+    w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H,
+    TWO_LAYER: tl.constexpr, HAS_B2: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    """``(hidden columns, their mask, W_2 tile [BLOCK_H, BLOCK_O], b_2)`` of a program's tile of output columns;
+    one-layer messages: the output columns are the hidden columns, no W_2 or b_2."""
+    if TWO_LAYER:
+        cols = tl.arange(0, BLOCK_H)
+        mask_cols = cols < H
+        w2 = tl.load(
+            w2_ptr + out_cols[None, :] * stride_w2 + cols[:, None],
+            mask=mask_cols[:, None] & mask_out_cols[None, :],
+            other=0.0,
+        )
+        if HAS_B2:
+            b2 = tl.load(b2_ptr + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
+        else:
+            b2 = mask_out_cols  # placeholder, never read (a compiled jit function cannot return None)
+    else:
+        cols = out_cols
+        mask_cols = mask_out_cols
+        w2 = mask_out_cols  # placeholders, never read
+        b2 = mask_out_cols
+    return cols, mask_cols, w2, b2
+
+
+@triton.jit
 def _target_rows(p_ptr, target, mask_e, cols, mask_cols, stride_p, COMPUTE: tl.constexpr):
     """The target projections ``P_i`` of a block of edges, ``[BLOCK_E, width]``."""
     mask = mask_e[:, None] & mask_cols[None, :]
@@ -255,23 +282,9 @@ def _csr_forward_kernel(
     edge_stop = tl.load(ptr_ptr + tl.minimum(row0 + BLOCK_N, N))
     out_cols = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_out_cols = out_cols < H2
-    if TWO_LAYER:
-        cols = tl.arange(0, BLOCK_H)
-        mask_cols = cols < H
-        w2 = tl.load(
-            w2_ptr + out_cols[None, :] * stride_w2 + cols[:, None],
-            mask=mask_cols[:, None] & mask_out_cols[None, :],
-            other=0.0,
-        )
-        if HAS_B2:
-            b2 = tl.load(b2_ptr + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
-        else:
-            b2 = None
-    else:
-        cols = out_cols
-        mask_cols = mask_out_cols
-        w2 = None
-        b2 = None
+    cols, mask_cols, w2, b2 = _second_layer(
+        w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
+    )
     acc = tl.zeros([BLOCK_N, BLOCK_O], dtype=COMPUTE)
     for start in tl.range(edge_start, edge_stop, BLOCK_E, num_stages=NUM_STAGES):
         offs_e = start + tl.arange(0, BLOCK_E)
@@ -328,23 +341,9 @@ def _csr_segment_kernel(
     edge_stop = tl.load(ptr_ptr + row + 1)
     out_cols = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_out_cols = out_cols < H2
-    if TWO_LAYER:
-        cols = tl.arange(0, BLOCK_H)
-        mask_cols = cols < H
-        w2 = tl.load(
-            w2_ptr + out_cols[None, :] * stride_w2 + cols[:, None],
-            mask=mask_cols[:, None] & mask_out_cols[None, :],
-            other=0.0,
-        )
-        if HAS_B2:
-            b2 = tl.load(b2_ptr + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
-        else:
-            b2 = None
-    else:
-        cols = out_cols
-        mask_cols = mask_out_cols
-        w2 = None
-        b2 = None
+    cols, mask_cols, w2, b2 = _second_layer(
+        w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
+    )
     p_row = tl.load(p_ptr + row * stride_p + cols, mask=mask_cols, other=0.0).to(COMPUTE)
     acc = tl.zeros([BLOCK_E, BLOCK_O], dtype=COMPUTE)
     for start in tl.range(edge_start, edge_stop, BLOCK_E, num_stages=NUM_STAGES):
@@ -399,23 +398,9 @@ def _atomic_forward_kernel(
     mask_e = offs_e < E
     out_cols = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_out_cols = out_cols < H2
-    if TWO_LAYER:
-        cols = tl.arange(0, BLOCK_H)
-        mask_cols = cols < H
-        w2 = tl.load(
-            w2_ptr + out_cols[None, :] * stride_w2 + cols[:, None],
-            mask=mask_cols[:, None] & mask_out_cols[None, :],
-            other=0.0,
-        )
-        if HAS_B2:
-            b2 = tl.load(b2_ptr + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
-        else:
-            b2 = None
-    else:
-        cols = out_cols
-        mask_cols = mask_out_cols
-        w2 = None
-        b2 = None
+    cols, mask_cols, w2, b2 = _second_layer(
+        w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
+    )
     target = tl.load(target_ptr + offs_e, mask=mask_e, other=0)
     source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
     message = _messages(
