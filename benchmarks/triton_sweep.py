@@ -43,13 +43,14 @@ SPACE: dict[str, tuple[object, ...]] = {
     "reduction": ("segment", "onehot"),
     "block_o": (16, 32, 64, 128),
     "block_e": (16, 32, 64, 128),
-    "block_n": (16, 32, 64),
+    "block_n": (1, 2, 4, 16, 32, 64),
     "num_warps": (2, 4, 8),
     "num_stages": (1, 2, 3, 4),
     "exact_sums": (False, True),
 }
 CSR_ONLY = ("reduction", "block_n", "num_stages", "exact_sums")
-ONEHOT_ONLY = ("block_n", "exact_sums")  # fields the segment reduction does not use
+ONEHOT_ONLY = ("exact_sums",)  # fields the segment reduction does not use
+ONEHOT_MIN_ROWS = 16  # the one-hot reduction's block_n is a tl.dot dimension
 TOLERANCE = 1e-4  # largest |difference| / largest |output| against the torch backend, float32
 
 
@@ -66,9 +67,12 @@ def _space(layout: str) -> dict[str, tuple[object, ...]]:
 
 
 def _normalise(config: dict[str, object]) -> dict[str, object]:
-    """``config`` without the fields its CSR reduction ignores (so equal launches are tried once)."""
+    """``config`` as it launches: without the fields its CSR reduction ignores, and the one-hot reduction with at
+    least 16 rows per program (so equal launches are tried once, and every one can run)."""
     if config.get("reduction") == "segment":
         return {key: value for key, value in config.items() if key not in ONEHOT_ONLY}
+    if config.get("reduction") == "onehot" and int(config.get("block_n") or ONEHOT_MIN_ROWS) < ONEHOT_MIN_ROWS:
+        return {**config, "block_n": ONEHOT_MIN_ROWS}
     return config
 
 
@@ -130,8 +134,12 @@ def sweep_case(
         tried[key] = row
         return row
 
-    def better(row: dict, incumbent: dict) -> bool:
-        return row.get("ok", False) and row.get("kernel_ms", float("inf")) < incumbent.get("kernel_ms", float("inf"))
+    def better(row: dict | None, incumbent: dict) -> bool:
+        return (
+            row is not None
+            and row.get("ok", False)
+            and row.get("kernel_ms", float("inf")) < incumbent.get("kernel_ms", float("inf"))
+        )
 
     incumbent = run(best)
     for _ in range(args.passes):

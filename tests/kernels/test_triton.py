@@ -43,7 +43,8 @@ def test_cpu_without_interpreter_raises(monkeypatch):
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
-        ("block_n", 24, "power of two >= 16"),
+        ("block_n", 24, "block_n must be a power of two"),
+        ("block_n", 0, "block_n must be a power of two"),
         ("block_e", 8, "power of two >= 16"),
         ("num_warps", 3, "num_warps"),
         ("num_stages", 0, "num_stages"),
@@ -54,6 +55,20 @@ def test_launch_config_rejects_bad_tiles(field, value, match):
 
     with pytest.raises(KernelError, match=match):
         LaunchConfig(**{field: value})
+
+
+def test_launch_config_rejects_few_onehot_rows():
+    from zoo.kernels._triton_message import LaunchConfig, resolve_config
+
+    with pytest.raises(KernelError, match="block_n must be >= 16 with reduction='onehot'"):
+        LaunchConfig(reduction="onehot", block_n=4)
+    with pytest.raises(KernelError, match="reduction must be one of"):
+        LaunchConfig(reduction="scatter")
+    # defaults: one row per program for one-layer segment messages, 16 rows sharing W_2 for two-layer ones
+    assert resolve_config(LaunchConfig(), 128, 128, two_layer=False).block_n == 1
+    assert resolve_config(LaunchConfig(), 128, 128, two_layer=True).block_n == 16
+    assert resolve_config(LaunchConfig(reduction="onehot"), 128, 128, two_layer=False).block_n == 16
+    assert resolve_config(LaunchConfig(), 128, 128, two_layer=True, element_size=8).block_o == 64
 
 
 @pytest.mark.gpu

@@ -31,16 +31,18 @@ def test_parity(layout, dtype, edge_dim, hidden, out, act, reduce):
 @pytest.mark.parametrize(
     ("config", "hidden", "out"),
     [
-        # segment reduction: several column tiles per graph, small edge steps, pipelined CSR loop, few warps
-        (dict(block_e=16, block_o=16, num_warps=2, num_stages=2), 40, None),
+        # segment reduction: several column tiles per graph, small edge steps, pipelined CSR loop, few warps,
+        # 4 rows per program (45 nodes: the last program has one row)
+        (dict(block_n=4, block_e=16, block_o=16, num_warps=2, num_stages=2), 40, None),
         # one-hot reduction: the same, exact float32 sums
         (
             dict(reduction="onehot", block_n=32, block_e=16, block_o=16, num_warps=2, num_stages=2, exact_sums=True),
             40,
             None,
         ),
-        # two-layer messages in 16-column tiles of W_2, wide edge steps, both reductions
+        # two-layer messages in 16-column tiles of W_2, wide edge steps, both reductions (segment: 16 rows)
         (dict(block_e=64, block_o=16, num_warps=4, num_stages=3), 16, 40),
+        (dict(block_n=2), 16, 40),
         (dict(reduction="onehot", block_n=16, block_e=64, block_o=16, num_warps=4, num_stages=3), 16, 40),
     ],
 )
@@ -107,7 +109,7 @@ def test_tuning_sweep(monkeypatch):
     from benchmarks import triton_sweep
     from benchmarks.workloads import Graph
 
-    space = {"reduction": ("segment", "onehot"), "block_o": (16, 32), "block_e": (16, 64), "block_n": (16, 32)}
+    space = {"reduction": ("segment", "onehot"), "block_o": (16, 32), "block_e": (16, 64), "block_n": (2, 16)}
     monkeypatch.setattr(triton_sweep, "SPACE", {**space, "num_stages": (1, 2)})
     monkeypatch.setattr(triton_sweep, "CSR_ONLY", ("reduction", "block_n", "num_stages"))
     _, edge_index, _, _ = make_case(torch.float32, "cpu", 24, 4, 16, 0, 16, None)
@@ -124,11 +126,12 @@ def test_tuning_sweep(monkeypatch):
         assert ("num_stages" in best["config"]) == (layout == "csr")
         if layout == "csr":
             assert all(row["bitwise_repeatable"] for row in rows)
-            # the one-hot reduction was tried; block_n only with it (the segment launches are not repeated)
+            # both reductions tried, each launch once; the one-hot one never with fewer than 16 rows per program
             reductions = [row["config"]["reduction"] for row in rows]
             assert "onehot" in reductions and "segment" in reductions
             assert len({tuple(sorted(row["config"].items())) for row in rows}) == len(rows)
-            assert all(("block_n" in row["config"]) == (row["config"]["reduction"] == "onehot") for row in rows)
+            assert {1, 16} <= {row["config"]["block_n"] for row in rows}  # the segment default, the one-hot one
+            assert all(row["config"]["block_n"] >= 16 for row in rows if row["config"]["reduction"] == "onehot")
     assert "| tiny (24," in triton_sweep.markdown(
         {"device_name": "cpu", "torch": "x", "triton": "y", "copy_gbs": 1.0, "runs": 1, "rows": rows}
     )

@@ -3,10 +3,11 @@
 One kernel per layout, both fusing, per block of edges: the gathers :math:`P_i + Q_j`, the edge term
 :math:`e_{ij} W_e^\\top`, the activation, the second Linear (``tl.dot``) and its activation, and the reduction:
 
-- CSR, ``reduction="segment"`` (the default): one program per target row (and tile of output columns). It loads
-  the row's projection :math:`P_i` once, walks the row's contiguous edges (receiver-sorted) ``BLOCK_E`` at a
-  time into a ``[BLOCK_E, width]`` accumulator and sums that once at the end (``tl.sum``): plain float32
-  (float64) additions in a fixed order, no atomics, bitwise identical run to run.
+- CSR, ``reduction="segment"`` (the default): each program takes ``block_n`` consecutive target rows (one for
+  one-layer messages, 16 for two-layer ones, which share the program's tile of ``W_2``) and a tile of output
+  columns. For each row it loads the projection :math:`P_i` once, walks the row's contiguous edges
+  (receiver-sorted) ``BLOCK_E`` at a time into a ``[BLOCK_E, width]`` accumulator and sums that once at the end
+  (``tl.sum``): plain float32 (float64) additions in a fixed order, no atomics, bitwise identical run to run.
 - CSR, ``reduction="onehot"``: one program per block of ``BLOCK_N`` consecutive targets. Each block of edges is
   reduced into the block's rows by a product with the one-hot ``[BLOCK_N, BLOCK_E]`` membership matrix, in edge
   order, also bitwise repeatable. The one-hot product runs in full precision (float32: "tf32x3" on tensor cores,
@@ -57,7 +58,9 @@ class LaunchConfig:
     Attributes:
         reduction: CSR: ``"segment"`` (one program per target row, default) or ``"onehot"`` (blocks of
             ``block_n`` rows reduced by a one-hot product).
-        block_n: CSR one-hot: target rows per program (default 16).
+        block_n: CSR: target rows per program, a power of two. One-hot: rows reduced together (>= 16, default
+            16). Segment: rows walked one after another by a program, sharing its tile of ``W_2`` (default 1
+            for one-layer messages, 16 for two-layer ones).
         block_e: edges per step of the edge loop (default 32).
         block_o: output columns per program (default: the padded width, at most 128 for one-layer messages).
         num_warps: warps per program (default 8 for tiles of >= 128 x 64 elements, else 4).
@@ -80,10 +83,16 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         if self.reduction is not None and self.reduction not in REDUCTIONS:
             raise KernelError(f"LaunchConfig.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
-        for name in ("block_n", "block_e", "block_o"):
+        for name in ("block_e", "block_o"):
             value = getattr(self, name)
             if value is not None and (value < 16 or value & (value - 1)):
                 raise KernelError(f"LaunchConfig.{name} must be a power of two >= 16, got {value}")
+        if self.block_n is not None and (self.block_n < 1 or self.block_n & (self.block_n - 1)):
+            raise KernelError(f"LaunchConfig.block_n must be a power of two, got {self.block_n}")
+        if self.reduction == "onehot" and self.block_n is not None and self.block_n < 16:
+            raise KernelError(
+                f"LaunchConfig.block_n must be >= 16 with reduction='onehot' (tl.dot), got {self.block_n}"
+            )
         if self.num_warps is not None and self.num_warps not in (1, 2, 4, 8, 16, 32):
             raise KernelError(f"LaunchConfig.num_warps must be a power of two up to 32, got {self.num_warps}")
         if self.num_stages is not None and not 1 <= self.num_stages <= 8:
@@ -133,12 +142,14 @@ def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: 
     block_o = config.block_o or block_o
     if not two_layer:
         block_h = block_o  # one-layer: the hidden columns are the output columns
+    reduction = config.reduction or "segment"
+    block_n = config.block_n or (1 if reduction == "segment" and not two_layer else 16)
     return Tiles(
-        reduction=config.reduction or "segment",
+        reduction=reduction,
         block_h=block_h,
         block_o=block_o,
         block_e=config.block_e or 32,
-        block_n=config.block_n or 16,
+        block_n=block_n,
         num_warps=config.num_warps or (8 if block_h * block_o >= 128 * 64 else 4),
         num_stages=config.num_stages or 1,
         exact_sums=bool(config.exact_sums),
@@ -313,6 +324,7 @@ def _csr_segment_kernel(
     ptr_ptr,
     source_ptr,
     out_ptr,
+    N,
     H,
     H2,
     D,
@@ -334,29 +346,32 @@ def _csr_segment_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_O: tl.constexpr,
     NUM_STAGES: tl.constexpr,
+    ROWS: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
     pid_o = tl.program_id(1)
-    edge_start = tl.load(ptr_ptr + row)
-    edge_stop = tl.load(ptr_ptr + row + 1)
     out_cols = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     mask_out_cols = out_cols < H2
     cols, mask_cols, w2, b2 = _second_layer(
         w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
-    )
-    p_row = tl.load(p_ptr + row * stride_p + cols, mask=mask_cols, other=0.0).to(COMPUTE)
-    acc = tl.zeros([BLOCK_E, BLOCK_O], dtype=COMPUTE)
-    for start in tl.range(edge_start, edge_stop, BLOCK_E, num_stages=NUM_STAGES):
-        offs_e = start + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < edge_stop
-        source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
-        message = _messages(
-            p_row[None, :], q_ptr, e_ptr, we_ptr, w2, b2, source, offs_e, mask_e, cols, mask_cols,
-            stride_q, stride_e, stride_we, D,
-            EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
-        )  # fmt: skip
-        acc += tl.where(mask_e[:, None], message, 0.0)
-    tl.store(out_ptr + row * stride_out + out_cols, tl.sum(acc, axis=0), mask=mask_out_cols)
+    )  # loaded once for the program's ROWS rows
+    for local in range(ROWS):
+        row = tl.program_id(0).to(tl.int64) * ROWS + local
+        if row < N:
+            edge_start = tl.load(ptr_ptr + row)
+            edge_stop = tl.load(ptr_ptr + row + 1)
+            p_row = tl.load(p_ptr + row * stride_p + cols, mask=mask_cols, other=0.0).to(COMPUTE)
+            acc = tl.zeros([BLOCK_E, BLOCK_O], dtype=COMPUTE)
+            for start in tl.range(edge_start, edge_stop, BLOCK_E, num_stages=NUM_STAGES):
+                offs_e = start + tl.arange(0, BLOCK_E)
+                mask_e = offs_e < edge_stop
+                source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
+                message = _messages(
+                    p_row[None, :], q_ptr, e_ptr, we_ptr, w2, b2, source, offs_e, mask_e, cols, mask_cols,
+                    stride_q, stride_e, stride_we, D,
+                    EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
+                )  # fmt: skip
+                acc += tl.where(mask_e[:, None], message, 0.0)
+            tl.store(out_ptr + row * stride_out + out_cols, tl.sum(acc, axis=0), mask=mask_out_cols)
 
 
 @triton.jit
@@ -476,10 +491,10 @@ class _TritonEngine:
         if plan.layout == "csr" and tiles.reduction == "segment":
             out = p.new_empty(num_nodes, width, dtype=accumulate)
             launch(
-                _csr_segment_kernel, (num_nodes, columns),
+                _csr_segment_kernel, (triton.cdiv(num_nodes, tiles.block_n), columns),
                 *args, plan.targets.ptr, source, out,
-                hidden, width, edge_dim, *strides, out.stride(0),
-                NUM_STAGES=tiles.num_stages, **common,
+                num_nodes, hidden, width, edge_dim, *strides, out.stride(0),
+                NUM_STAGES=tiles.num_stages, ROWS=tiles.block_n, **common,
             )  # fmt: skip
         elif plan.layout == "csr":
             out = p.new_empty(num_nodes, width, dtype=accumulate)
