@@ -22,13 +22,12 @@ fi
 cat "$OUT/env.txt"
 # --confcutdir: only tests/kernels' own setup (tests/ on PYTHONPATH for the golden-fixture helpers of the model
 # tests); -m gpu: the CUDA tests, kernels and models on them (Triton SO(2) rotations in eSCN / EquiformerV2).
-tests=0
+tests=0 bench=0 sweep=0 fairchem=0 egnn=0
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" python3 -m pytest -m gpu tests/kernels tests/models/test_fused_backend.py \
     --confcutdir=tests/kernels -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/pytest-gpu.log"
   tests=${PIPESTATUS[0]}
 fi
-bench=0
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   python3 -m benchmarks.message_passing --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
   bench=${PIPESTATUS[0]}
@@ -37,6 +36,7 @@ fi
 # leaves it out, e.g. where one call may not run past 10 minutes: then run it alone, same command).
 if [ "${SKIP_SWEEP:-0}" != 1 ]; then
   python3 -m benchmarks.triton_sweep --out "$OUT/sweep" 2>&1 | tee "$OUT/sweep.log"
+  sweep=${PIPESTATUS[0]}
 fi
 # zoo (own code and SO(2) kernels) against fairchem 1.10 where this python has fairchem-core (from .whl/, see
 # gpu_wheels.sh). fairchem imports torch_scatter at start-up; without it, benchmarks/shims stands in (appended to
@@ -45,6 +45,7 @@ FAIRCHEM_PATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/benchmarks/shims"
 if [ "${SKIP_FAIRCHEM:-0}" != 1 ] && PYTHONPATH="$FAIRCHEM_PATH" python3 -c "import fairchem.core.models.escn.escn" 2> /dev/null; then
   PYTHONPATH="$FAIRCHEM_PATH" python3 -m benchmarks.fairchem_models --device cuda --out "$OUT/fairchem" \
     --backends torch triton 2>&1 | tee "$OUT/bench-fairchem.log"
+  fairchem=${PIPESTATUS[0]}
 elif [ "${SKIP_FAIRCHEM:-0}" != 1 ]; then
   echo "fairchem-core 1.10 not importable here: the SO(2) comparison is left out (bash benchmarks/gpu_wheels.sh)"
 fi
@@ -54,6 +55,7 @@ EGNN_CHECKOUT=${EGNN_CHECKOUT:-.whl/egnn-official}
 if [ "${SKIP_EGNN:-0}" != 1 ] && [ -f "$EGNN_CHECKOUT/qm9/models.py" ]; then
   python3 -m benchmarks.egnn_official "$EGNN_CHECKOUT" --device cuda --out "$OUT/egnn-official" 2>&1 \
     | tee "$OUT/bench-egnn-official.log"
+  egnn=${PIPESTATUS[0]}
 fi
-echo "pytest exit $tests, benchmark exit $bench"
-exit $(( tests != 0 || bench != 0 ))
+echo "exit codes: pytest $tests, benchmark $bench, sweep $sweep, fairchem $fairchem, egnn-official $egnn"
+exit $(( tests != 0 || bench != 0 || sweep != 0 || fairchem != 0 || egnn != 0 ))
