@@ -14,8 +14,8 @@ O, F in QM9's proportions, random positions with atoms at least 0.9 Å apart), g
 
 Timed (median of ``--runs`` interleaved rounds after ``--warmup``; CUDA: CUDA events): prediction + forces
 (``autograd.grad`` of the summed prediction), for the official code, zoo's own code and zoo on the fused kernels
-(``--backends``, default ``torch`` and ``compile``; a backend the model cannot use, such as ``triton`` for its
-attention-gated layers, is reported as not run). Reported: ms, ratio official / zoo
+(``--backends``, default ``torch`` and ``compile``, plus ``triton`` on CUDA; a backend that cannot run is reported
+as not run). Reported: ms, ratio official / zoo
 (> 1: zoo faster), and the largest differences of predictions and forces from the official ones.
 """
 
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for backend in args.backends:
         try:
             set_backend(model, backend)
-        except KernelError as error:  # e.g. Triton: egnn-qm9's attention gate is not in the Triton kernels
+        except KernelError as error:  # a backend this model or machine cannot use
             skipped[f"zoo {backend}"] = str(error)
             continue
         fns[f"zoo {backend}"] = _zoo_call(model, graph, backend)
@@ -213,11 +213,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=None, help="timed rounds (default: 10 on CPU, 50 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default: 2 on CPU, 5 on CUDA)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backends", nargs="*", default=["torch", "compile"], help="zoo.kernels backends")
+    parser.add_argument("--backends", nargs="*", default=None, help="zoo.kernels backends (default: torch compile,"
+                        " and triton on CUDA)")  # fmt: skip
     args = parser.parse_args(argv)
     cuda = torch.device(args.device).type == "cuda"
     args.runs = args.runs or (50 if cuda else 10)
     args.warmup = args.warmup or (5 if cuda else 2)
+    if args.backends is None:
+        args.backends = ["torch", "compile"] + (["triton"] if cuda else [])
     if not (args.checkout / "qm9" / "models.py").exists():
         parser.error(f"{args.checkout} is not a checkout of vgsatorras/egnn (no qm9/models.py)")
     return args

@@ -11,9 +11,10 @@ argument specialisation Triton's JIT gives the same call on a GPU, through Trito
 16-byte vector load per thread, what the gathered feature rows should use).
 
 Variants: the message kernels (CSR segment and one-hot reductions, atomic) for float32 / float64 / bfloat16,
-one- and two-layer MLPs, edge features by loop (D = 1), by ``tl.dot`` (D = 20) and none, at H = 64, 128, 256
-(``--quick``: H = 128, D = 1); the SO(2) rotations for eSCN/EquiformerV2 shapes (K = 49 coefficients, 29 rows
-after m-truncation, 128 channels), sorted and unsorted targets. What it cannot show is speed: that is
+one- and two-layer MLPs, EGNN's two-layer MLP with attention gate and edge weights, edge features by loop
+(D = 1), by ``tl.dot`` (D = 20) and none, at H = 64, 128, 256 (``--quick``: H = 128, D = 1); the SO(2) rotations
+for eSCN/EquiformerV2 shapes (K = 49 coefficients, 29 rows after m-truncation, 128 channels), sorted and
+unsorted targets. What it cannot show is speed: that is
 ``benchmarks/triton_sweep.py`` on a GPU.
 """
 
@@ -44,6 +45,7 @@ class Variant:
     hidden: int = 128
     edge_dim: int = 1
     two_layer: bool = False
+    gated: bool = False  # EGNN's attention gate and cutoff-envelope edge weights (egnn-qm9, egnn-potential)
 
     @property
     def name(self) -> str:
@@ -51,7 +53,8 @@ class Variant:
         if self.family == "so2":
             return f"so2 {self.layout} {dtype}"
         layout = self.layout if self.layout == "atomic" else f"csr-{self.reduction or 'default'}"
-        return f"message {layout} {dtype} H={self.hidden} D={self.edge_dim} {'two' if self.two_layer else 'one'}-layer"
+        layers = f"{'two' if self.two_layer else 'one'}-layer{' gated+weighted' if self.gated else ''}"
+        return f"message {layout} {dtype} H={self.hidden} D={self.edge_dim} {layers}"
 
 
 def variants(quick: bool = False) -> Iterator[Variant]:
@@ -64,6 +67,10 @@ def variants(quick: bool = False) -> Iterator[Variant]:
                 if quick and (two_layer or dtype != torch.float32) and reduction == "onehot":
                     continue
                 yield Variant("message", dtype, layout, reduction, two_layer=two_layer)
+    for layout, reduction in layouts:  # EGNN's layers: two-layer MLP, attention gate, edge weights
+        for dtype in (torch.float32,) if quick else (torch.float32, torch.float64):
+            if not (quick and reduction == "onehot"):
+                yield Variant("message", dtype, layout, reduction, two_layer=True, gated=True)
     if not quick:
         for hidden in (64, 256):
             yield Variant("message", torch.float32, hidden=hidden)
@@ -99,7 +106,13 @@ def _message(variant: Variant, edge_index: torch.Tensor, num_nodes: int, generat
     mlp = nn.Sequential(*layers).to(variant.dtype)
     h = torch.randn(num_nodes, hidden, generator=generator).to(variant.dtype)
     edge_attr = torch.randn(edge_index.shape[1], edge_dim, generator=generator).to(variant.dtype) if edge_dim else None
-    inputs = engine_inputs(h, edge_attr, EdgeMLP.from_module(mlp, hidden, edge_dim))
+    weights = EdgeMLP.from_module(mlp, hidden, edge_dim)
+    if variant.gated:
+        w_gate, b_gate = torch.randn(hidden, generator=generator), torch.randn(1, generator=generator)
+        edge_weight = torch.rand(edge_index.shape[1], generator=generator)
+        inputs = engine_inputs(h, edge_attr, weights, *(t.to(variant.dtype) for t in (w_gate, b_gate, edge_weight)))
+    else:
+        inputs = engine_inputs(h, edge_attr, weights)
     plan = _make_plan(edge_index, num_nodes, variant.layout)
     config = _triton_message.LaunchConfig(reduction=variant.reduction)
     with _triton_message.launch_config(config), torch.no_grad():

@@ -370,8 +370,6 @@ def test_gate_and_edge_weight_errors():
         message_aggregate(h, edge_index, edge_attr, mlp, edge_weight=torch.ones(3, dtype=torch.float64))
     with pytest.raises(KernelError, match="edge_weight must be"):
         message_aggregate(h, edge_index, edge_attr, mlp, edge_weight=torch.ones(edge_index.shape[1]))
-    with pytest.raises(KernelError, match="backend='triton' computes plain messages"):
-        message_aggregate(h, edge_index, edge_attr, mlp, gate=_gate(6), backend="triton")
 
 
 @needs_scatter

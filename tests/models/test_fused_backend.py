@@ -119,10 +119,6 @@ def test_models_without_a_fused_path_say_why():
         set_backend(_model("egnn-qm9"), "cuda")
     with pytest.raises(KernelError, match="cannot use the fused message passing: mlp must be"):
         set_backend(zoo.create_model("egnn-qm9", hidden_nf=8, n_layers=2, act_fn="leaky_relu"), "torch")
-    with pytest.raises(KernelError, match="attention gate, which the Triton kernels do not fuse"):
-        set_backend(_model("egnn-qm9"), "triton")
-    with pytest.raises(KernelError, match="edge weights, which the Triton kernels do not fuse"):
-        set_backend(zoo.create_model("egnn-potential", hidden_nf=8, n_layers=1, attention=False), "triton")
     model = _model("egnn-qm9")
     with pytest.raises(KernelError):
         set_backend(model, "no-such")
@@ -175,6 +171,20 @@ def test_so2_backends_are_checked():
     model = convert("fairchem", FAIRCHEM / "escn_medium_monolithic.pt")
     with pytest.raises(KernelError, match="SO\\(2\\) rotation kernels take backend in"):
         set_backend(model, "compile")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(CASES))
+def test_triton_on_cuda_equals_own_code(name):
+    """EGNN's attention gate and cutoff-envelope edge weights inside the Triton kernels (and FA-GNN), float64."""
+    model, key = _model(name).cuda(), CASES[name][1]
+    graph = _input(name).to("cuda")
+    expected = _outputs_and_grads(model, graph, key)
+    set_backend(model, "triton")
+    got = _outputs_and_grads(model, graph, key)
+    for g, w in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, w, **TOLERANCE)
 
 
 @pytest.mark.gpu

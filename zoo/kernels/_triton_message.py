@@ -128,18 +128,31 @@ class Tiles:
     exact_sums: bool
 
 
-def resolve_config(config: LaunchConfig, hidden: int, width: int, *, two_layer: bool, element_size: int = 4) -> Tiles:
+def resolve_config(
+    config: LaunchConfig, hidden: int, width: int, *, two_layer: bool, element_size: int = 4, gated: bool = False
+) -> Tiles:
     """The tiles a call with ``hidden`` features and ``width`` output columns runs with under ``config``.
 
     Two-layer messages hold a ``[block_h, block_o]`` tile of ``W_2`` (``element_size`` bytes per element): by
     default at most 64 KiB, so that with the kernel's other buffers it stays within the 99 KiB of shared memory
-    a program may have on every CUDA GPU since Ampere (benchmarks/triton_compile.py reports the figures)."""
+    a program may have on every CUDA GPU since Ampere (benchmarks/triton_compile.py reports the figures).
+    A ``gated`` message (EGNN's attention) needs the whole message row in one program: ``block_o`` is the padded
+    width (for two-layer float64 messages wider than 64 that exceeds the 64 KiB, which sm_80 and sm_90 hold).
+
+    Raises:
+        KernelError: ``config.block_o`` narrower than a gated message.
+    """
     block_h = max(16, triton.next_power_of_2(hidden))
     if two_layer:
         block_o = min(max(16, triton.next_power_of_2(width)), max(16, 65536 // (block_h * element_size)))
     else:
         block_o = min(block_h, 128)
     block_o = config.block_o or block_o
+    if gated:
+        full = max(16, triton.next_power_of_2(width))
+        if config.block_o is not None and config.block_o < full:
+            raise KernelError(f"a gated message needs all its {width} columns in one program: block_o >= {full}")
+        block_o = full
     if not two_layer:
         block_h = block_o  # one-layer: the hidden columns are the output columns
     reduction = config.reduction or "segment"
@@ -249,6 +262,46 @@ def _messages(
 
 
 @triton.jit
+def _gate_weights(
+    wg_ptr, bg_ptr, out_cols, mask_out_cols, HAS_GATE: tl.constexpr, HAS_BG: tl.constexpr, COMPUTE: tl.constexpr
+):
+    """``(w_g, b_g)`` of EGNN's attention gate :math:`\\sigma(m \\cdot w_g + b_g)` (the program holds every output
+    column when gated); placeholders, never read, otherwise."""
+    if HAS_GATE:
+        w_gate = tl.load(wg_ptr + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
+    else:
+        w_gate = mask_out_cols
+    if HAS_BG:
+        b_gate = tl.load(bg_ptr).to(COMPUTE)
+    else:
+        b_gate = 0.0
+    return w_gate, b_gate
+
+
+@triton.jit
+def _scaled(
+    message,
+    w_gate,
+    b_gate,
+    ew_ptr,
+    offs_e,
+    mask_e,
+    HAS_GATE: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """``message [BLOCK_E, width]`` times the gate :math:`\\sigma(m \\cdot w_g + b_g)` and the edge weights, when
+    the call has them."""
+    if HAS_GATE:
+        gate = tl.sigmoid(tl.sum(message * w_gate[None, :], axis=1) + b_gate)
+        message = message * gate[:, None]
+    if HAS_WEIGHT:
+        weight = tl.load(ew_ptr + offs_e, mask=mask_e, other=0.0).to(COMPUTE)
+        message = message * weight[:, None]
+    return message
+
+
+@triton.jit
 def _csr_forward_kernel(
     p_ptr,
     q_ptr,
@@ -256,6 +309,9 @@ def _csr_forward_kernel(
     we_ptr,
     w2_ptr,
     b2_ptr,
+    wg_ptr,
+    bg_ptr,
+    ew_ptr,
     ptr_ptr,
     source_ptr,
     target_ptr,
@@ -275,6 +331,9 @@ def _csr_forward_kernel(
     BLOCK_D: tl.constexpr,
     TWO_LAYER: tl.constexpr,
     HAS_B2: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    HAS_BG: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
     ACT: tl.constexpr,
     PRECISION: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -296,6 +355,7 @@ def _csr_forward_kernel(
     cols, mask_cols, w2, b2 = _second_layer(
         w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
     )
+    w_gate, b_gate = _gate_weights(wg_ptr, bg_ptr, out_cols, mask_out_cols, HAS_GATE, HAS_BG, COMPUTE)
     acc = tl.zeros([BLOCK_N, BLOCK_O], dtype=COMPUTE)
     for start in tl.range(edge_start, edge_stop, BLOCK_E, num_stages=NUM_STAGES):
         offs_e = start + tl.arange(0, BLOCK_E)
@@ -307,6 +367,7 @@ def _csr_forward_kernel(
             q_ptr, e_ptr, we_ptr, w2, b2, source, offs_e, mask_e, cols, mask_cols, stride_q, stride_e, stride_we, D,
             EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
         )  # fmt: skip
+        message = _scaled(message, w_gate, b_gate, ew_ptr, offs_e, mask_e, HAS_GATE, HAS_WEIGHT, COMPUTE)
         one_hot = (target[None, :] == rows[:, None]).to(COMPUTE)
         acc += tl.dot(one_hot, message, input_precision=SUM_PRECISION, out_dtype=COMPUTE)
     mask = (rows < N)[:, None] & mask_out_cols[None, :]
@@ -321,6 +382,9 @@ def _csr_segment_kernel(
     we_ptr,
     w2_ptr,
     b2_ptr,
+    wg_ptr,
+    bg_ptr,
+    ew_ptr,
     ptr_ptr,
     source_ptr,
     out_ptr,
@@ -339,6 +403,9 @@ def _csr_segment_kernel(
     BLOCK_D: tl.constexpr,
     TWO_LAYER: tl.constexpr,
     HAS_B2: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    HAS_BG: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
     ACT: tl.constexpr,
     PRECISION: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -353,7 +420,8 @@ def _csr_segment_kernel(
     mask_out_cols = out_cols < H2
     cols, mask_cols, w2, b2 = _second_layer(
         w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
-    )  # loaded once for the program's ROWS rows
+    )
+    w_gate, b_gate = _gate_weights(wg_ptr, bg_ptr, out_cols, mask_out_cols, HAS_GATE, HAS_BG, COMPUTE)
     for local in range(ROWS):
         row = tl.program_id(0).to(tl.int64) * ROWS + local
         if row < N:
@@ -370,6 +438,7 @@ def _csr_segment_kernel(
                     stride_q, stride_e, stride_we, D,
                     EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
                 )  # fmt: skip
+                message = _scaled(message, w_gate, b_gate, ew_ptr, offs_e, mask_e, HAS_GATE, HAS_WEIGHT, COMPUTE)
                 acc += tl.where(mask_e[:, None], message, 0.0)
             tl.store(out_ptr + row * stride_out + out_cols, tl.sum(acc, axis=0), mask=mask_out_cols)
 
@@ -382,6 +451,9 @@ def _atomic_forward_kernel(
     we_ptr,
     w2_ptr,
     b2_ptr,
+    wg_ptr,
+    bg_ptr,
+    ew_ptr,
     source_ptr,
     target_ptr,
     out_ptr,
@@ -400,6 +472,9 @@ def _atomic_forward_kernel(
     BLOCK_D: tl.constexpr,
     TWO_LAYER: tl.constexpr,
     HAS_B2: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    HAS_BG: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
     ACT: tl.constexpr,
     PRECISION: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -416,6 +491,7 @@ def _atomic_forward_kernel(
     cols, mask_cols, w2, b2 = _second_layer(
         w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
     )
+    w_gate, b_gate = _gate_weights(wg_ptr, bg_ptr, out_cols, mask_out_cols, HAS_GATE, HAS_BG, COMPUTE)
     target = tl.load(target_ptr + offs_e, mask=mask_e, other=0)
     source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
     message = _messages(
@@ -423,6 +499,7 @@ def _atomic_forward_kernel(
         q_ptr, e_ptr, we_ptr, w2, b2, source, offs_e, mask_e, cols, mask_cols, stride_q, stride_e, stride_we, D,
         EDGE_MODE, D_LOOP, BLOCK_D, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE,
     )  # fmt: skip
+    message = _scaled(message, w_gate, b_gate, ew_ptr, offs_e, mask_e, HAS_GATE, HAS_WEIGHT, COMPUTE)
     mask = mask_e[:, None] & mask_out_cols[None, :]
     ptrs = out_ptr + target[:, None] * stride_out + out_cols[None, :]
     tl.atomic_add(ptrs, message.to(out_ptr.dtype.element_ty), mask=mask)
@@ -441,9 +518,9 @@ class _TritonEngine:
     """Triton forward, PyTorch backward (:data:`zoo.kernels.message._EAGER`)."""
 
     def forward(self, inputs: Inputs, plan: _Plan, act: str) -> Tensor:
-        p, q, edge_attr, w_edge, w2, b2, w_gate, _, weight = (None if t is None else t.contiguous() for t in inputs)
-        if w_gate is not None or weight is not None:  # message_aggregate refuses these before they get here
-            raise KernelError("the Triton kernels compute ungated, unweighted messages")
+        p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = (
+            None if t is None else t.contiguous() for t in inputs
+        )
         num_nodes, hidden = p.shape
         width = hidden if w2 is None else w2.shape[0]
         accumulate = torch.float64 if p.dtype == torch.float64 else torch.float32
@@ -451,7 +528,9 @@ class _TritonEngine:
             return p.new_zeros(num_nodes, width)
         edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
         edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
-        tiles = resolve_config(_CONFIG, hidden, width, two_layer=w2 is not None, element_size=p.element_size())
+        tiles = resolve_config(
+            _CONFIG, hidden, width, two_layer=w2 is not None, element_size=p.element_size(), gated=w_gate is not None
+        )
         block_h, block_o = tiles.block_h, tiles.block_o
         precision, sum_precision = _precision(p.dtype)
         if tiles.exact_sums:
@@ -463,6 +542,9 @@ class _TritonEngine:
             BLOCK_D=max(16, triton.next_power_of_2(edge_dim)),
             TWO_LAYER=w2 is not None,
             HAS_B2=b2 is not None,
+            HAS_GATE=w_gate is not None,
+            HAS_BG=b_gate is not None,
+            HAS_WEIGHT=weight is not None,
             ACT=_ACT_CODES[act],
             PRECISION=precision,
             COMPUTE=tl.float64 if p.dtype == torch.float64 else tl.float32,
@@ -478,6 +560,9 @@ class _TritonEngine:
             dummy if w_edge is None else w_edge,
             dummy if w2 is None else w2,
             dummy if b2 is None else b2,
+            dummy if w_gate is None else w_gate,
+            dummy if b_gate is None else b_gate,
+            dummy if weight is None else weight,
         )
         strides = (
             p.stride(0),

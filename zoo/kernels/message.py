@@ -590,7 +590,7 @@ def message_aggregate(
         layout: ``"csr"`` (deterministic: bitwise identical results and gradients run to run) or
             ``"atomic"`` (any edge order; atomic additions on CUDA).
         backend: ``"auto"``, ``"torch"``, ``"compile"``, ``"triton"`` or ``"torch_scatter"``
-            (see :mod:`zoo.kernels.backends`). ``"triton"`` computes ungated, unweighted messages only.
+            (see :mod:`zoo.kernels.backends`).
         gate: ``nn.Sequential(nn.Linear(H2, 1), nn.Sigmoid())`` (EGNN's ``att_mlp``) or ``None``.
         edge_weight: ``[E]`` per-edge factors (same dtype and device as ``h``; differentiable) or ``None``.
 
@@ -609,11 +609,6 @@ def message_aggregate(
     weights = EdgeMLP.from_module(mlp, h.shape[1], edge_dim)
     w_gate, b_gate = _gate_weights(gate, weights.out_features)
     scaled = gate is not None or edge_weight is not None
-    if backend == "triton" and scaled:
-        raise KernelError(
-            "backend='triton' computes plain messages; a gate or edge weights run with backend='torch' or "
-            "'compile' (or 'auto', which picks one)"
-        )
     backend = resolve_backend(backend, h.device, triton_first=weights.w2 is None and not scaled)
     plan = _make_plan(edge_index, h.shape[0], layout)
     if edge_attr is not None and edge_attr.shape[0] != plan.num_edges:

@@ -618,7 +618,7 @@ class EGNN(nn.Module):
 
         A runtime setting, not part of the checkpoint; results equal to round-off (``zoo.load(...,
         backend=...)``, ``model.backend`` in a training config). Edge chunking, when set and needed, takes
-        precedence. Gated (``attention``) and edge-weighted messages are fused; Triton takes neither.
+        precedence. Gated (``attention``) and edge-weighted messages are fused, on every backend.
 
         Raises:
             KernelError: an unknown backend; layers that update coordinates (their per-edge messages feed the
@@ -630,11 +630,6 @@ class EGNN(nn.Module):
                 raise KernelError(
                     f"{where} updates coordinates from its per-edge messages; the fused kernels only sum messages "
                     "(EGNN models without coordinate updates, e.g. egnn-qm9 and egnn-potential, have a fused path)"
-                )
-            if backend == "triton" and (layer.attention or self.weighted_edges):
-                raise KernelError(
-                    f"{where} has {'an attention gate' if layer.attention else 'edge weights'}, which the Triton "
-                    "kernels do not fuse: use backend='torch' or 'compile' (or 'auto')"
                 )
             edge_dim = layer.edge_mlp[0].in_features - 2 * self.hidden_nf  # [|x_i - x_j|^2, a_ij]
             check_fusable(backend, layer.edge_mlp, self.hidden_nf, edge_dim, where)
