@@ -249,6 +249,8 @@ def bench_model(num_atoms: int, hidden: int, args: argparse.Namespace) -> list[d
     torch.manual_seed(0)
     model = create_model("egnn-potential", hidden_nf=hidden, n_layers=4, cutoff=5.0, elements=[8, 29]).to(device)
     backends = [None, "torch"] + ([] if args.skip_compile else ["compile"])
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        backends.append("triton")  # gates and cutoff-envelope weights fused in the kernels; backward by "torch"
 
     def predict(backend: str | None) -> Callable[[], object]:
         def run() -> object:
