@@ -1,7 +1,8 @@
 """Triton forward kernels of :func:`zoo.kernels.message_aggregate` (imported only for ``backend="triton"``).
 
-One kernel per layout, both fusing, per block of edges: the gathers :math:`P_i + Q_j`, the edge term
-:math:`e_{ij} W_e^\\top`, the activation, the second Linear (``tl.dot``) and its activation, and the reduction:
+Each kernel fuses, per block of edges: the gathers :math:`P_i + Q_j`, the edge term :math:`e_{ij} W_e^\\top`, the
+activation, the second Linear (``tl.dot``) and its activation, EGNN's attention gate
+:math:`\\sigma(m_{ij} \\cdot w_g + b_g)` and per-edge weights when given, and the reduction:
 
 - CSR, ``reduction="segment"`` (the default): each program takes ``block_n`` consecutive target rows (one for
   one-layer messages, 16 for two-layer ones, which share the program's tile of ``W_2``) and a tile of output
