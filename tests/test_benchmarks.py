@@ -102,3 +102,19 @@ def test_egnn_official_benchmark_agrees_with_the_official_code(tmp_path):
     for row in results["rows"]:
         assert row["pred_max_abs_diff"] < 1e-4 and row["forces_max_abs_diff"] < 1e-4 * results["max_forces"] + 1e-7
     assert (tmp_path / "results.md").read_text().startswith("# egnn-qm9: zoo vs the official EGNN code")
+
+
+def test_fairchem_benchmark_batches_the_same_edges_for_both_libraries():
+    """benchmarks/fairchem_models.py --batch: fairchem's Batch and zoo's batched graph hold the same slabs, atoms
+    and edges (each slab rattled with its own seed), so both models see one input."""
+    import torch
+
+    from benchmarks.fairchem_models import inputs
+
+    data, graph = inputs(torch.device("cpu"), batch=3)
+    assert data.natoms.tolist() == [81, 81, 81] and graph.pos.shape == (243, 3)
+    torch.testing.assert_close(data.pos, graph.pos, rtol=0, atol=0)
+    assert torch.equal(data.edge_index, graph.edge_index)
+    assert torch.equal(data.cell_offsets, graph.edge_shift.to(torch.float32))
+    assert torch.equal(data.atomic_numbers, graph.z)
+    assert not torch.equal(graph.pos[:81], graph.pos[81:162])  # different rattles
