@@ -280,7 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--out", type=Path, required=True, help="directory for results.json and results.md")
     parser.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--runs", type=int, default=None, help="timed rounds (default: 5 on CPU, 30 on CUDA)")
+    parser.add_argument("--runs", type=int, default=None, help="timed rounds (default: 5 on CPU, 50 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up calls (default: 2 on CPU, 5 on CUDA)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the random weights")
     parser.add_argument(
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    args.runs = args.runs or (30 if cuda else 5)
+    args.runs = args.runs or (50 if cuda else 5)
     args.warmup = args.warmup or (5 if cuda else 2)
     args.batch = args.batch or (32 if cuda else 1)
     if args.batch < 1:

@@ -271,7 +271,8 @@ def bench_model(num_atoms: int, hidden: int, args: argparse.Namespace) -> list[d
     rows = []
     for mode, make in (("energy + forces", predict), ("train step (forces loss)", train_step)):
         fns = {f"zoo {backend or 'own code'}": make(backend) for backend in backends}
-        timings = measure(fns, device, max(3, args.runs // 10), min(args.warmup, 2), args.budget)
+        runs = args.runs if device.type == "cuda" else max(3, args.runs // 10)  # CPU: seconds per call
+        timings = measure(fns, device, runs, min(args.warmup, 2), args.budget)
         base = timings["zoo own code"].get("median_s")
         for impl, timing in timings.items():
             row = {"section": "model", "model": "egnn-potential", "mode": mode, "impl": impl, "hidden": hidden}
