@@ -91,6 +91,47 @@ def test_cuda_parity(layout, dtype, edge_dim, hidden, out):
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"reduction": "onehot"},
+        {"reduction": "onehot", "exact_sums": True, "block_n": 32, "num_stages": 2},
+        {"block_n": 8, "block_e": 64, "block_o": 64, "num_warps": 4, "num_stages": 3},
+    ],
+)
+@pytest.mark.parametrize("out", [None, 128])
+def test_cuda_launch_configs(config, out):
+    """Non-default configurations (what the sweep tries) on CUDA, one- and two-layer, float32."""
+    from zoo.kernels import _triton_message
+
+    case = make_case(torch.float32, "cuda", 3000, 24, 32, 1, 128, out)
+    with _triton_message.launch_config(_triton_message.LaunchConfig(**config)):
+        check_parity(*case, backend="triton", layout="csr", against_float64=True)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("layout", ["csr", "atomic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_gate_and_edge_weight(layout, dtype):
+    """EGNN's attention gate and edge weights in the Triton kernels: values and first derivatives."""
+    h, edge_index, edge_attr, mlp = make_case(dtype, "cuda", 3000, 24, 32, 1, 64, 64)
+    torch.manual_seed(3)
+    gate = torch.nn.Sequential(torch.nn.Linear(64, 1), torch.nn.Sigmoid()).to("cuda", dtype)
+    weight = torch.rand(edge_index.shape[1], device="cuda", dtype=dtype, requires_grad=True)
+    kwargs = {"gate": gate, "edge_weight": weight}
+    expected = message_aggregate_reference(h, edge_index, edge_attr, mlp, **kwargs)
+    got = message_aggregate(h, edge_index, edge_attr, mlp, layout=layout, backend="triton", **kwargs)
+    tolerance = TOLERANCES[dtype]
+    torch.testing.assert_close(got, expected, **tolerance)
+    inputs = [h, edge_attr, weight, *mlp.parameters(), *gate.parameters()]
+    grad = torch.randn_like(expected)
+    for g, w in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad), strict=True):
+        torch.testing.assert_close(g, w, **tolerance)
+
+
+@pytest.mark.gpu
+@needs_cuda
 @pytest.mark.parametrize("layout", ["csr", "atomic"])
 def test_cuda_bfloat16_forward(layout):
     """bfloat16 against the float32 reference of the same (rounded) inputs, relative to the largest value."""
