@@ -69,6 +69,10 @@ def test_launch_config_rejects_few_onehot_rows():
     assert resolve_config(LaunchConfig(), 128, 128, two_layer=True).block_n == 16
     assert resolve_config(LaunchConfig(reduction="onehot"), 128, 128, two_layer=False).block_n == 16
     assert resolve_config(LaunchConfig(), 128, 128, two_layer=True, element_size=8).block_o == 64
+    # a gated message keeps all its columns in one program (the gate is a dot product over them)
+    assert resolve_config(LaunchConfig(), 128, 128, two_layer=True, element_size=8, gated=True).block_o == 128
+    with pytest.raises(KernelError, match="a gated message needs all its 40 columns in one program: block_o >= 64"):
+        resolve_config(LaunchConfig(block_o=32), 40, 40, two_layer=True, gated=True)
 
 
 @pytest.mark.gpu

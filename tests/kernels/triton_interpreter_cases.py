@@ -64,7 +64,7 @@ def test_launch_configs(layout, config, hidden, out):
         (12, True, True, True, "sum", {}),  # two-layer: the segment kernel's 16 rows share W_2 and the gate
         (None, False, True, False, "mean", {}),  # one-layer, gate without bias
         (None, False, False, True, "sum", {"reduction": "onehot"}),
-        (12, True, True, True, "sum", {"reduction": "onehot", "block_o": 16}),  # the gate widens block_o to 16
+        (12, True, True, True, "sum", {"reduction": "onehot", "block_o": 16}),  # one 16-column tile holds all 12
     ],
 )
 def test_gate_and_edge_weight(layout, out, gate_bias, with_gate, with_weight, reduce, config):
