@@ -200,3 +200,31 @@ def test_so2_triton_on_cuda(case):
     got = model(graph, perpendicular=perpendicular)
     for key in ("energy", "forces"):
         torch.testing.assert_close(got[key], expected[key], **TOLERANCE)
+
+
+def test_layers_share_one_csr_view_per_forward(monkeypatch):
+    """The receiver-sorted view of the edges is built once per forward pass, not once per layer, and built anew
+    for another graph or after an in-place change of the edges."""
+    from zoo.kernels import message
+
+    calls = []
+    real = message.build_csr
+    monkeypatch.setattr(message, "build_csr", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    model, key = _model("egnn-potential"), CASES["egnn-potential"][1]
+    graph = _input("egnn-potential")
+    expected = model(graph)[key]
+    set_backend(model, "torch")
+    torch.testing.assert_close(model(graph)[key], expected, **TOLERANCE)
+    assert len(calls) == 1  # 3 layers
+    edge_index = graph.edge_index.clone()
+    out = message.fused_aggregate(torch.randn(graph.pos.shape[0], 16), edge_index, None, _mlp16(), backend="torch")
+    assert len(calls) == 2
+    message.fused_aggregate(torch.randn(graph.pos.shape[0], 16), edge_index, None, _mlp16(), backend="torch")
+    assert len(calls) == 2
+    edge_index[0, 0] = edge_index[0, 1]  # same tensor, changed in place: a new view
+    message.fused_aggregate(torch.randn(graph.pos.shape[0], 16), edge_index, None, _mlp16(), backend="torch")
+    assert len(calls) == 3 and out.shape == (graph.pos.shape[0], 16)
+
+
+def _mlp16() -> torch.nn.Sequential:
+    return torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.SiLU())

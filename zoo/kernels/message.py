@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -700,8 +701,28 @@ def fused_aggregate(
     edge_weight: Tensor | None = None,
 ) -> Tensor:
     """:func:`message_aggregate` (sum) for a model's layer: the deterministic ``"csr"`` layout when the edges
-    are sorted by target (as ``zoo.graph.neighbor_list`` returns them), else ``"atomic"``."""
-    layout = "csr" if _is_sorted(edge_index[1]) else "atomic"
+    are sorted by target (as ``zoo.graph.neighbor_list`` returns them), else ``"atomic"``. The receiver-sorted
+    view is built once for consecutive calls with the same ``edge_index`` tensor (the layers of one forward pass:
+    one check, one set of row pointers and, on GPUs, one sort of the sources, instead of one per layer)."""
+    edges = _layer_edges(edge_index, h.shape[0])
+    layout = "csr" if isinstance(edges, CSRGraph) else "atomic"
     return message_aggregate(
-        h, edge_index, edge_attr, mlp, layout=layout, backend=backend, gate=gate, edge_weight=edge_weight
+        h, edges, edge_attr, mlp, layout=layout, backend=backend, gate=gate, edge_weight=edge_weight
     )
+
+
+# (edge_index, its version counter, num_nodes, its CSRGraph or None when unsorted) of the latest layer call.
+_LAST_EDGES: tuple[weakref.ref, int, int, CSRGraph | None] | None = None
+
+
+def _layer_edges(edge_index: Tensor, num_nodes: int) -> Tensor | CSRGraph:
+    """``edge_index``'s :class:`CSRGraph` when its targets are sorted, else ``edge_index``; remembered for the
+    tensor last seen (held weakly; an in-place change of the tensor or another node count builds anew)."""
+    global _LAST_EDGES
+    last = _LAST_EDGES
+    if last is not None and last[0]() is edge_index and last[1] == edge_index._version and last[2] == num_nodes:
+        graph = last[3]
+    else:
+        graph = build_csr(edge_index, num_nodes) if _is_sorted(edge_index[1]) else None
+        _LAST_EDGES = (weakref.ref(edge_index), edge_index._version, num_nodes, graph)
+    return edge_index if graph is None else graph
