@@ -81,6 +81,30 @@ def test_errors():
         rotate_back_sum(message[0], wigner_out, index, 9)
 
 
+def test_index_checked_and_sorted_once_per_tensor(monkeypatch):
+    """The rows of one edge_index, used by every layer: range check and segments once per tensor (each a GPU
+    sync), again after an in-place change (which can make the index invalid) or for another node count."""
+    from zoo.kernels import so2
+
+    checks, sorts = [], []
+    real_segments, real_int = so2._segments, int
+    monkeypatch.setattr(so2, "_segments", lambda *a: sorts.append(1) or real_segments(*a))
+    monkeypatch.setattr(so2, "int", lambda v: checks.append(1) or real_int(v), raising=False)
+    x, wigner_in, message, wigner_out, index = so2_case(torch.float64, "cpu")
+    edge_index = torch.stack([index, index.flip(0)])
+    for _ in range(3):  # three "layers"
+        rotated = gather_rotate(x, wigner_in, edge_index[0])
+        out = rotate_back_sum(message, wigner_out, edge_index[1], 9)
+    assert len(checks) == 4 and len(sorts) == 1  # min and max of each row; the targets' segments
+    torch.autograd.grad((rotated.sum() + out.sum()), [x, message])  # the sources' segments, for the backward
+    assert len(sorts) == 2
+    edge_index[1, 0] = 9  # in place: now out of range
+    with pytest.raises(KernelError, match=r"outside \[0, 9\)"):
+        rotate_back_sum(message, wigner_out, edge_index[1], 9)
+    rotate_back_sum(message, wigner_out, edge_index[1], 10)  # another node count: checked and sorted anew
+    assert len(sorts) == 3
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
 @pytest.mark.parametrize("backend", ["torch", "triton"])

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import weakref
 
 import torch
 from torch import Tensor
@@ -79,6 +80,44 @@ def _segments(index: Tensor, num_nodes: int) -> Segments:
         return Segments(index, num_nodes, ptr=_row_pointers(index, num_nodes))
     perm = torch.argsort(index, stable=True)
     return Segments(index, num_nodes, ptr=_row_pointers(index[perm], num_nodes), perm=perm)
+
+
+# Checked indices and their segments, for the index tensors last seen: the layers of one forward pass (and the
+# backward pass) rotate with the same edge_index rows, so the range check, the sortedness test (each a host-device
+# sync on GPUs) and the sort run once per forward instead of once per call. Key: the tensor's storage owner (held
+# weakly, so a freed tensor never matches), data pointer, length, stride and version counter (shared by views:
+# an in-place change invalidates), and the node count. Entry: [key, weak owner, Segments or None until needed].
+_INDEX_CACHE: list[list] = []
+_INDEX_CACHE_SIZE = 4
+
+
+def _index_entry(index: Tensor, num_edges: int, num_nodes: int) -> list:
+    """The cache entry of ``index``, checked to be ``[E]`` long in ``[0, num_nodes)`` when first seen.
+
+    Raises:
+        KernelError: another shape or dtype, or a node outside ``[0, num_nodes)``.
+    """
+    if index.dim() != 1 or index.dtype != torch.long or index.shape[0] != num_edges:
+        raise KernelError(f"index must be [E] = [{num_edges}] torch.long, got {index.dtype} {list(index.shape)}")
+    owner = index._base if index._base is not None else index
+    key = (id(owner), index.data_ptr(), num_edges, index.stride(0), index._version, num_nodes, index.device)
+    for entry in _INDEX_CACHE:
+        if entry[0] == key and entry[1]() is owner:
+            return entry
+    if num_edges and (int(index.min()) < 0 or int(index.max()) >= num_nodes):
+        raise KernelError(f"index holds nodes outside [0, {num_nodes})")
+    entry = [key, weakref.ref(owner), None]
+    _INDEX_CACHE.insert(0, entry)
+    del _INDEX_CACHE[_INDEX_CACHE_SIZE:]
+    return entry
+
+
+def _cached_segments(index: Tensor, num_edges: int, num_nodes: int) -> Segments:
+    """:func:`_segments` of ``index`` checked by :func:`_index_entry`, built once for the index tensors last seen."""
+    entry = _index_entry(index, num_edges, num_nodes)
+    if entry[2] is None:
+        entry[2] = _segments(index, num_nodes)
+    return entry[2]
 
 
 def _chunks(num_edges: int, width: int, device: torch.device) -> list[slice]:
@@ -138,7 +177,7 @@ class _GatherRotate(torch.autograd.Function):
         x, wigner, index = ctx.saved_tensors
         grad_x = grad_wigner = None
         if ctx.needs_input_grad[0]:
-            segments = ctx.segments if ctx.segments is not None else _segments(index, x.shape[0])
+            segments = ctx.segments if ctx.segments is not None else _cached_segments(index, index.shape[0], x.shape[0])
             grad_x = _RotateBackSum.apply(grad, wigner.transpose(1, 2), index, segments, ctx.backend)
         if ctx.needs_input_grad[1]:
             grad_wigner = grad @ x[index].transpose(1, 2)
@@ -175,13 +214,6 @@ def _check(name: str, tensor: Tensor, dims: int, like: Tensor | None = None) -> 
         )
 
 
-def _check_index(index: Tensor, num_edges: int, num_nodes: int) -> None:
-    if index.dim() != 1 or index.dtype != torch.long or index.shape[0] != num_edges:
-        raise KernelError(f"index must be [E] = [{num_edges}] torch.long, got {index.dtype} {list(index.shape)}")
-    if num_edges and (int(index.min()) < 0 or int(index.max()) >= num_nodes):
-        raise KernelError(f"index holds nodes outside [0, {num_nodes})")
-
-
 def gather_rotate(x: Tensor, wigner: Tensor, index: Tensor, *, backend: str = "auto") -> Tensor:
     """``out[e] = wigner[e] @ x[index[e]]``: the coefficients of one end of every edge in the edge's frame.
 
@@ -202,7 +234,7 @@ def gather_rotate(x: Tensor, wigner: Tensor, index: Tensor, *, backend: str = "a
     _check("wigner", wigner, 3, like=x)
     if wigner.shape[2] != x.shape[1]:
         raise KernelError(f"wigner [E, R, K] must have K = {x.shape[1]} columns (x's), got {list(wigner.shape)}")
-    _check_index(index, wigner.shape[0], x.shape[0])
+    _index_entry(index, wigner.shape[0], x.shape[0])  # checked once; segments only if a backward pass needs them
     backend = resolve_so2_backend(backend, x.device)
     return _GatherRotate.apply(x, wigner, index, None, backend)
 
@@ -231,6 +263,6 @@ def rotate_back_sum(message: Tensor, wigner: Tensor, index: Tensor, num_nodes: i
             f"wigner must be [E, K, R] with E = {message.shape[0]} and R = {message.shape[1]} (message's), got "
             f"{list(wigner.shape)}"
         )
-    _check_index(index, message.shape[0], num_nodes)
+    segments = _cached_segments(index, message.shape[0], num_nodes)
     backend = resolve_so2_backend(backend, message.device)
-    return _RotateBackSum.apply(message, wigner, index, _segments(index, num_nodes), backend)
+    return _RotateBackSum.apply(message, wigner, index, segments, backend)
