@@ -88,3 +88,20 @@ def test_build_csr():
     resorted, perm = sort_by_target(shuffled)
     assert torch.equal(resorted[1], edge_index[1])
     assert torch.equal(resorted, shuffled[:, perm])
+
+
+def test_row_pointers_and_counts_equal_bincount():
+    """The sync-free row pointers (binary search) and counts (index_add_) equal torch.bincount's, empty nodes,
+    trailing empty nodes and an empty index included."""
+    from zoo.kernels.segment import _row_pointers, segment_counts
+
+    generator = torch.Generator().manual_seed(0)
+    for num_nodes, num_edges in ((7, 40), (50, 30), (5, 0)):
+        index = torch.randint(0, num_nodes - 2, (num_edges,), generator=generator).sort().values
+        counts = torch.bincount(index, minlength=num_nodes)
+        assert torch.equal(segment_counts(index, num_nodes), counts)
+        assert torch.equal(
+            _row_pointers(index, num_nodes), torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        )
+        shuffled = index[torch.randperm(num_edges, generator=generator)]
+        assert torch.equal(segment_counts(shuffled, num_nodes), counts)

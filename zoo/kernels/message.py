@@ -57,6 +57,7 @@ from zoo.kernels.segment import (
     _segment_sum,
     _segment_sum_impl,
     build_csr,
+    segment_counts,
 )
 
 __all__ = [
@@ -492,7 +493,7 @@ def _check_inputs(h: Tensor, edge_attr: Tensor | None) -> None:
 
 
 def _mean(out: Tensor, plan: _Plan) -> Tensor:
-    degree = torch.bincount(plan.targets.index, minlength=plan.num_nodes).clamp_(min=1)
+    degree = segment_counts(plan.targets.index, plan.num_nodes).clamp_(min=1)
     return out / degree.to(out.dtype)[:, None]
 
 
@@ -669,7 +670,7 @@ def message_aggregate_reference(
         message = message * edge_weight[:, None]
     out = message.new_zeros(h.shape[0], message.shape[1]).index_add(0, target, message)
     if reduce == "mean":
-        degree = torch.bincount(target, minlength=h.shape[0]).clamp(min=1).to(out.dtype)
+        degree = segment_counts(target, h.shape[0]).clamp(min=1).to(out.dtype)
         out = out / degree[:, None]
     return out
 

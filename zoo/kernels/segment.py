@@ -83,10 +83,17 @@ class CSRGraph:
 
 
 def _row_pointers(sorted_index: Tensor, num_segments: int) -> Tensor:
-    """``[N + 1]`` row pointers of a sorted ``[E]`` index."""
-    ptr = torch.zeros(num_segments + 1, dtype=torch.long, device=sorted_index.device)
-    torch.cumsum(torch.bincount(sorted_index, minlength=num_segments), 0, out=ptr[1:])
-    return ptr
+    """``[N + 1]`` row pointers of a sorted ``[E]`` index in ``[0, N)``: ``ptr[n]`` = edges before node ``n``, by
+    binary search (no host-device sync, unlike ``torch.bincount`` on CUDA, which reads the maximum back)."""
+    nodes = torch.arange(num_segments + 1, dtype=sorted_index.dtype, device=sorted_index.device)
+    return torch.searchsorted(sorted_index, nodes)
+
+
+def segment_counts(index: Tensor, num_segments: int) -> Tensor:
+    """``[N]`` long: how many entries of ``index`` (in ``[0, N)``) fall on each node; ``torch.bincount`` without
+    its host-device sync on CUDA (the output size is known)."""
+    counts = torch.zeros(num_segments, dtype=torch.long, device=index.device)
+    return counts.index_add_(0, index, torch.ones_like(index))
 
 
 def _check_edge_index(edge_index: Tensor, num_nodes: int) -> None:
@@ -265,6 +272,6 @@ def segment_sum(
         segments = Segments(index, num_segments)
     out = _segment_sum(src, segments)
     if reduce == "mean":
-        count = torch.bincount(index, minlength=num_segments).clamp_(min=1).to(src.dtype)
+        count = segment_counts(index, num_segments).clamp_(min=1).to(src.dtype)
         out = out / count.view(-1, *([1] * (src.dim() - 1)))
     return out

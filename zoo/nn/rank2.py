@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.geometry import spherical_harmonics
+from zoo.kernels.segment import segment_counts
 from zoo.nn.chunking import chunked_scatter_sum
 from zoo.nn.norm import NormType, equivariant_norm
 
@@ -84,7 +85,7 @@ def _mlp(width: int, num_layers: int) -> nn.Sequential:
 
 def _divide_by_count(total: Tensor, index: Tensor) -> Tensor:
     """Sums ``total [size, ...]`` of values grouped by ``index [E]`` divided by the group sizes (at least 1)."""
-    count = torch.bincount(index, minlength=total.shape[0]).clamp(min=1).to(total.dtype)
+    count = segment_counts(index, total.shape[0]).clamp(min=1).to(total.dtype)
     return total / count.reshape(-1, *([1] * (total.dim() - 1)))
 
 
