@@ -34,7 +34,7 @@ def atomic_numbers_for(
     if graph.pos.dtype != dtype:
         raise GraphError(f"graph.pos is {graph.pos.dtype} but the model is {dtype}: cast one of them")
     z = graph.z.long()
-    if bool((z >= max_num_elements).any()) or bool((z < 0).any()):
+    if bool(((z >= max_num_elements) | (z < 0)).any()):  # one host-device sync
         raise GraphError(f"this model knows atomic numbers below {max_num_elements}; got {sorted(set(z.tolist()))}")
     return z
 
