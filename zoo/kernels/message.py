@@ -306,8 +306,11 @@ def _add_chunk_sums(out: Tensor, values: Tensor, segments: Segments, edges: slic
         out.scatter_add_(0, segments.index[edges, None].expand_as(values), values)
         return
     size = edges.stop - edges.start
-    first, last = int(segments.index[edges.start]), int(segments.index[edges.stop - 1])
-    local_ptr = (segments.ptr[first : last + 2] - edges.start).clamp_(0, size)
+    if size == segments.index.shape[0]:  # all edges (the one chunk on GPUs): the row pointers as they are, no read
+        first, last, local_ptr = 0, segments.num_segments - 1, segments.ptr
+    else:
+        first, last = int(segments.index[edges.start]), int(segments.index[edges.stop - 1])
+        local_ptr = (segments.ptr[first : last + 2] - edges.start).clamp_(0, size)
     columns = torch.arange(size, device=values.device)
     ones = torch.ones(size, dtype=values.dtype, device=values.device)
     with warnings.catch_warnings():

@@ -153,10 +153,11 @@ def build_csr(edge_index: Tensor, num_nodes: int, *, check: bool = True) -> CSRG
     _check_edge_index(edge_index, num_nodes)
     source, target = edge_index[0], edge_index[1]
     if check and edge_index.numel() > 0:
-        low, high = int(edge_index.min()), int(edge_index.max())
+        ordered = (target[1:] >= target[:-1]).all().to(edge_index.dtype)  # True for a single edge
+        low, high, ordered = torch.stack([edge_index.min(), edge_index.max(), ordered]).tolist()
         if low < 0 or high >= num_nodes:
             raise KernelError(f"edge_index holds node {low if low < 0 else high}, outside [0, {num_nodes})")
-        if not _is_sorted(target):
+        if not ordered:  # read with the range above: one host-device sync in all
             raise KernelError(
                 "layout='csr' needs edges sorted by target (edge_index[1] nondecreasing); "
                 "zoo.graph.neighbor_list returns them sorted, else use zoo.kernels.sort_by_target "

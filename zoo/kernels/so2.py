@@ -104,7 +104,7 @@ def _index_entry(index: Tensor, num_edges: int, num_nodes: int) -> list:
     for entry in _INDEX_CACHE:
         if entry[0] == key and entry[1]() is owner:
             return entry
-    if num_edges and (int(index.min()) < 0 or int(index.max()) >= num_nodes):
+    if num_edges and any(bound < 0 or bound >= num_nodes for bound in torch.stack(torch.aminmax(index)).tolist()):
         raise KernelError(f"index holds nodes outside [0, {num_nodes})")
     entry = [key, weakref.ref(owner), None]
     _INDEX_CACHE.insert(0, entry)
