@@ -4,7 +4,7 @@ On a GPU every read of a device value by the host (``bool(t)``, ``int(t)``, ``.i
 ops whose output size depends on the data: ``bincount``, ``nonzero``, ``unique``, ``repeat_interleave``) drains
 the launch queue. The models check their inputs once per forward (a few reads); the layers must add none. This
 counts those calls on the CPU, where they are cheap, so it runs everywhere: a model with 4 layers must make as
-many as the same model with 2.
+many as the same model with 2, on its own code and on the fused kernels.
 """
 
 from __future__ import annotations
@@ -69,13 +69,15 @@ def _graph(name: str):
     return slab_graph(cutoff=5.0)
 
 
+@pytest.mark.parametrize("backend", [None, "torch"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_host_reads_do_not_grow_with_layers(name):
+def test_host_reads_do_not_grow_with_layers(name, backend):
+    """Measured: eSCN / EquiformerV2 2 reads on their own code, 5 on the kernels; egnn-potential 1 and 3."""
     reads = {}
     for layers in (2, 4):
         torch.manual_seed(0)
         model = zoo.create_model(name, **MODELS[name], **{LAYERS[name]: layers}).double()
-        set_backend(model, "torch")
+        set_backend(model, backend)
         model(_graph(name))  # warm-up: lazily built buffers
         graph = _graph(name)  # a new graph, as in MD: nothing cached for its edges
         with count_host_reads() as counts:
@@ -83,4 +85,4 @@ def test_host_reads_do_not_grow_with_layers(name):
         assert torch.isfinite(out["energy"]).all()
         reads[layers] = counts
     assert sum(reads[4].values()) == sum(reads[2].values()), (reads[2], reads[4])
-    assert sum(reads[4].values()) <= 8, reads[4]
+    assert sum(reads[4].values()) <= 6, reads[4]
