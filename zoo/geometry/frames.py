@@ -43,6 +43,7 @@ the eigenvalues are distinct.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from typing import Literal
@@ -77,8 +78,10 @@ class DegenerateFramesWarning(UserWarning):
     """PCA frames of a graph with (nearly) equal principal variances: not equivariant for that graph."""
 
 
+@functools.cache
 def _sign_patterns(dim: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """All sign vectors in ``itertools.product((1, -1), repeat=dim)`` order, shape ``[2**dim, dim]``."""
+    """All sign vectors in ``itertools.product((1, -1), repeat=dim)`` order, shape ``[2**dim, dim]``; made once
+    per device (a copy from host memory in every forward pass would wait for the device's queue)."""
     return torch.tensor(list(itertools.product((1.0, -1.0), repeat=dim)), dtype=dtype, device=device)
 
 

@@ -77,6 +77,13 @@ def _half_turn_wigner(l: int) -> Tensor:
     return torch.linalg.lstsq(sh, sh_turned).solution.T.contiguous()
 
 
+@functools.cache
+def _half_turn_wigner_on(l: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`_half_turn_wigner` in ``dtype`` on ``device``, copied there once: a copy from pageable host memory
+    waits for the device's queue, so one per call would be a host-device sync in every forward pass."""
+    return _half_turn_wigner(l).to(dtype=dtype, device=device)
+
+
 def _y_rotation_wigner(l: int, angle: Tensor) -> Tensor:
     r""":math:`D^l(R_y(\theta))`, shape ``[..., 2l+1, 2l+1]``.
 
@@ -114,7 +121,7 @@ def wigner_D(l: int, alpha: Tensor, beta: Tensor, gamma: Tensor) -> Tensor:
     if l < 0:
         raise ValueError(f"l must be >= 0, got {l}")
     alpha, beta, gamma = torch.broadcast_tensors(alpha, beta, gamma)
-    half_turn = _half_turn_wigner(l).to(dtype=alpha.dtype, device=alpha.device)
+    half_turn = _half_turn_wigner_on(l, alpha.dtype, alpha.device)
     return (
         _y_rotation_wigner(l, alpha)
         @ half_turn

@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -506,12 +507,20 @@ def dynamics_features(
     return torch.cat([speed, (z / z_max[batch])[:, None]], dim=1), edge_attr
 
 
+@functools.cache
+def _species_lookup(species: tuple[int, ...], device: torch.device) -> Tensor:
+    """``lookup[z]`` = position of ``z`` in ``species``, -1 elsewhere; copied to ``device`` once (a copy from host
+    memory in every forward pass would wait for the device's queue)."""
+    lookup = torch.full((max(species) + 1,), -1, dtype=torch.long)
+    lookup[list(species)] = torch.arange(len(species))
+    return lookup.to(device)
+
+
 def _species_index(z: Tensor, species: Sequence[int], model: str) -> Tensor:
     """Position of each atomic number in ``species``; unknown elements raise a :class:`GraphError`."""
-    lookup = torch.full((max(species) + 1,), -1, dtype=torch.long, device=z.device)
-    lookup[torch.tensor(list(species), device=z.device)] = torch.arange(len(species), device=z.device)
-    index = lookup[z.clamp(max=len(lookup) - 1)]
-    index[z >= len(lookup)] = -1
+    lookup = _species_lookup(tuple(int(s) for s in species), z.device)
+    inside = (z >= 0) & (z < len(lookup))
+    index = torch.where(inside, lookup[z.clamp(0, len(lookup) - 1)], -1)
     if bool((index < 0).any()):
         unknown = sorted(set(z[index < 0].tolist()))
         raise GraphError(f"{model} knows the elements {list(species)}; the graph has atomic numbers {unknown}")

@@ -78,6 +78,15 @@ class CoefficientLayout:
         self.order_sizes = [lmax - m + 1 for m in range(mmax + 1)]
         scale = [1.0 if l <= mmax else math.sqrt((2 * l + 1) / (2 * mmax + 1)) for l in range(lmax + 1)]
         self.rescale = torch.tensor(scale, dtype=torch.float64)[reduced_degree]
+        self._on_device: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def on(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(reduced, rescale)`` on ``device`` (``rescale`` in ``dtype``), copied there once per device and dtype:
+        a copy from pageable host memory waits for the device's queue (a host-device sync per forward pass)."""
+        key = (device, dtype)
+        if key not in self._on_device:
+            self._on_device[key] = (self.reduced.to(device), self.rescale.to(device=device, dtype=dtype))
+        return self._on_device[key]
 
     @property
     def num_reduced(self) -> int:
@@ -107,10 +116,10 @@ class EdgeRotation:
 
         ``rescale``: multiply the rotation back by :math:`s` (EquiformerV2); eSCN rotates back without it.
         """
-        reduced = layout.reduced.to(wigner.device)
+        reduced, scale = layout.on(wigner.device, wigner.dtype)
         wigner_out = wigner.transpose(1, 2)[:, :, reduced]
         if rescale:
-            wigner_out = wigner_out * layout.rescale.to(device=wigner.device, dtype=wigner.dtype)
+            wigner_out = wigner_out * scale
         return cls(wigner[:, reduced, :], wigner_out)
 
     def __getitem__(self, edges: slice | Tensor) -> EdgeRotation:
