@@ -103,6 +103,14 @@ def test_index_checked_and_sorted_once_per_tensor(monkeypatch):
         rotate_back_sum(message, wigner_out, edge_index[1], 9)
     rotate_back_sum(message, wigner_out, edge_index[1], 10)  # another node count: checked and sorted anew
     assert len(sorts) == 3
+    # the cache keeps no index alive: a freed edge_index is freed
+    import gc
+    import weakref
+
+    alive = weakref.ref(edge_index)
+    del edge_index, rotated, out
+    gc.collect()
+    assert alive() is None
 
 
 @pytest.mark.gpu

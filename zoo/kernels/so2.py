@@ -86,7 +86,9 @@ def _segments(index: Tensor, num_nodes: int) -> Segments:
 # backward pass) rotate with the same edge_index rows, so the range check, the sortedness test (each a host-device
 # sync on GPUs) and the sort run once per forward instead of once per call. Key: the tensor's storage owner (held
 # weakly, so a freed tensor never matches), data pointer, length, stride and version counter (shared by views:
-# an in-place change invalidates), and the node count. Entry: [key, weak owner, Segments or None until needed].
+# an in-place change invalidates), and the node count. Entry: [key, weak owner, (row pointers, sorting
+# permutation) or None until needed]; the index itself is not kept, so the cache never keeps a graph alive, and
+# entries of freed tensors are dropped when the next index is checked.
 _INDEX_CACHE: list[list] = []
 _INDEX_CACHE_SIZE = 4
 
@@ -107,8 +109,8 @@ def _index_entry(index: Tensor, num_edges: int, num_nodes: int) -> list:
     if num_edges and any(bound < 0 or bound >= num_nodes for bound in torch.stack(torch.aminmax(index)).tolist()):
         raise KernelError(f"index holds nodes outside [0, {num_nodes})")
     entry = [key, weakref.ref(owner), None]
-    _INDEX_CACHE.insert(0, entry)
-    del _INDEX_CACHE[_INDEX_CACHE_SIZE:]
+    alive = [old for old in _INDEX_CACHE if old[1]() is not None]
+    _INDEX_CACHE[:] = [entry, *alive[: _INDEX_CACHE_SIZE - 1]]
     return entry
 
 
@@ -116,8 +118,10 @@ def _cached_segments(index: Tensor, num_edges: int, num_nodes: int) -> Segments:
     """:func:`_segments` of ``index`` checked by :func:`_index_entry`, built once for the index tensors last seen."""
     entry = _index_entry(index, num_edges, num_nodes)
     if entry[2] is None:
-        entry[2] = _segments(index, num_nodes)
-    return entry[2]
+        segments = _segments(index, num_nodes)
+        entry[2] = (segments.ptr, segments.perm)
+    ptr, perm = entry[2]
+    return Segments(index, num_nodes, ptr=ptr, perm=perm)
 
 
 def _chunks(num_edges: int, width: int, device: torch.device) -> list[slice]:
