@@ -172,3 +172,17 @@ def test_bad_input_raises() -> None:
         pca_frames(pos, weights=-torch.ones(len(pos), dtype=F64))
     with pytest.raises(ValueError, match="at least one atom"):
         pca_frames(pos, torch.zeros(len(pos), dtype=torch.long), num_graphs=2)
+
+
+def test_proper_frames_of_a_batch_keep_pattern_order() -> None:
+    """SE3 in a batch whose graphs have principal axes of both handedness: each graph keeps exactly its proper
+    frames of the E3 set, in pattern order."""
+    clouds = [_cloud(seed=seed) for seed in range(4)]
+    clouds[1] = clouds[1] * torch.tensor([-1.0, 1.0, 1.0], dtype=F64)  # mirrored: the other handedness
+    pos = torch.cat(clouds)
+    batch = torch.arange(4).repeat_interleave(9)
+    frames, _ = pca_frames(pos, batch, group="E3")
+    proper, _ = pca_frames(pos, batch, group="SE3")
+    assert proper.shape == (4, 4, 3, 3)
+    for graph in range(4):
+        torch.testing.assert_close(proper[graph], frames[graph][torch.linalg.det(frames[graph]) > 0])

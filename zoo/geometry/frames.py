@@ -161,8 +161,11 @@ def pca_frames(
         centroid = torch.cat([centroid, centroid.new_zeros(num_graphs, 1)], dim=-1)
     if proper_only:
         # det(diag(s) A) = prod(s) det(A), with det(A) = +-1 for the orthonormal axes A.
-        proper = patterns.prod(dim=-1)[None, :] * torch.linalg.det(axes)[:, None] > 0  # [B, P]
-        frames = frames[proper].view(num_graphs, len(patterns) // 2, 3, 3)
+        proper = patterns.prod(dim=-1)[None, :] * torch.linalg.det(axes)[:, None] > 0  # [B, P], P/2 per row
+        # the proper patterns of each graph in pattern order (a stable sort puts them first; unlike a boolean
+        # mask, no host-device sync for the output size)
+        keep = torch.argsort((~proper).to(torch.uint8), dim=1, stable=True)[:, : len(patterns) // 2]
+        frames = frames.gather(1, keep[:, :, None, None].expand(-1, -1, 3, 3))
     return frames, centroid
 
 
