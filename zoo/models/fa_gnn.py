@@ -68,6 +68,7 @@ from torch_geometric.data import Data
 from zoo.geometry.frames import pca_frames
 from zoo.graph import node_graph_index, num_graphs
 from zoo.kernels import check_fusable, fused_aggregate
+from zoo.kernels.segment import segment_counts
 from zoo.models.egnn import Activation, activation, check_dtype, graph_edges, require_fields, scatter_sum
 from zoo.models.frame_averaging import resolve_group
 from zoo.registry import register_model
@@ -96,7 +97,7 @@ def ascending_pca_frames(points: Tensor, batch: Tensor, num_graphs: int, group: 
         ``(frames [B, K, 3, 3], centroid [B, 3])``, rows of each frame = signed axes, smallest variance first.
     """
     frames, _ = pca_frames(points.detach(), batch, group=group, num_graphs=num_graphs)
-    count = torch.bincount(batch, minlength=num_graphs).to(points.dtype)
+    count = segment_counts(batch, num_graphs).to(points.dtype)
     centroid = points.new_zeros(num_graphs, 3).index_add(0, batch, points) / count[:, None]
     return frames.flip(-2), centroid
 
