@@ -189,3 +189,32 @@ def test_neighbour_convention_of_the_model_is_used_everywhere(strict, tmp_path):
         strict_max_neighbors=strict,
     )  # fmt: skip
     assert torch.equal(graph.edge_index, expected_graph.edge_index)
+
+
+@pytest.mark.parametrize("backend", [None, "torch"])
+def test_forces_skip_weight_gradients_and_leave_the_model_trainable(potential, backend):
+    """Inside the calculator no parameter requires a gradient (so the fused kernels' backward computes none for
+    the weights); the same forces as with trainable parameters; afterwards, and after an error, every parameter
+    that required gradients does again."""
+    from zoo.calculators.ase import run_potential
+    from zoo.graph import from_ase, radius_graph
+    from zoo.kernels import set_backend
+
+    set_backend(potential, backend)
+    graph = radius_graph(from_ase(rattled_bulk(), dtype=torch.float64), 4.5)
+    seen = []
+    hook = potential.register_forward_pre_hook(lambda module, args: seen.append(
+        [p.requires_grad for p in module.parameters()]))  # fmt: skip
+    try:
+        frozen = run_potential(potential, graph)
+    finally:
+        hook.remove()
+    assert seen and not any(seen[0])
+    assert all(p.requires_grad for p in potential.parameters())
+    expected = potential(graph)
+    torch.testing.assert_close(frozen["forces"], expected["forces"], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(frozen["energy"], expected["energy"], rtol=1e-12, atol=1e-14)
+    with pytest.raises(GraphError):
+        run_potential(potential, graph.__class__.build(graph.pos, graph.z))  # no edges: refused inside
+    assert all(p.requires_grad for p in potential.parameters())
+    set_backend(potential, None)
