@@ -224,6 +224,13 @@ def test_layers_share_one_csr_view_per_forward(monkeypatch):
     edge_index[0, 0] = edge_index[0, 1]  # same tensor, changed in place: a new view
     message.fused_aggregate(torch.randn(graph.pos.shape[0], 16), edge_index, None, _mlp16(), backend="torch")
     assert len(calls) == 3 and out.shape == (graph.pos.shape[0], 16)
+    import gc
+    import weakref
+
+    alive = weakref.ref(edge_index)  # the memo keeps no edge tensor (and so no graph) alive
+    del edge_index, out  # (out: its autograd graph holds the plan)
+    gc.collect()
+    assert alive() is None
 
 
 def _mlp16() -> torch.nn.Sequential:

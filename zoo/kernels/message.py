@@ -39,7 +39,6 @@ Example:
 from __future__ import annotations
 
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,6 +50,7 @@ from zoo.kernels.backends import BACKENDS, KernelError, check_layout, require_to
 from zoo.kernels.segment import (
     CSRGraph,
     Segments,
+    TensorMemo,
     _edge_slices,
     _gather,
     _is_sorted,
@@ -715,18 +715,21 @@ def fused_aggregate(
     )
 
 
-# (edge_index, its version counter, num_nodes, its CSRGraph or None when unsorted) of the latest layer call.
-_LAST_EDGES: tuple[weakref.ref, int, int, CSRGraph | None] | None = None
+# Per edge_index tensor and node count: its receiver-sorted view's pointers, or that its targets are unsorted.
+_EDGE_MEMO = TensorMemo(2)
 
 
 def _layer_edges(edge_index: Tensor, num_nodes: int) -> Tensor | CSRGraph:
-    """``edge_index``'s :class:`CSRGraph` when its targets are sorted, else ``edge_index``; remembered for the
-    tensor last seen (held weakly; an in-place change of the tensor or another node count builds anew)."""
-    global _LAST_EDGES
-    last = _LAST_EDGES
-    if last is not None and last[0]() is edge_index and last[1] == edge_index._version and last[2] == num_nodes:
-        graph = last[3]
-    else:
+    """``edge_index``'s :class:`CSRGraph` when its targets are sorted, else ``edge_index``; the check, the row
+    pointers and the sort of the sources are remembered for the edge tensors last seen (:class:`TensorMemo`)."""
+    values = _EDGE_MEMO.lookup(edge_index, num_nodes)
+    if values is None:
         graph = build_csr(edge_index, num_nodes) if _is_sorted(edge_index[1]) else None
-        _LAST_EDGES = (weakref.ref(edge_index), edge_index._version, num_nodes, graph)
-    return edge_index if graph is None else graph
+        parts = {} if graph is None else {"targets": graph.targets, "sources": graph.sources}
+        values = _EDGE_MEMO.store(edge_index, num_nodes, {k: (v.ptr, v.perm) for k, v in parts.items()})
+    if not values:
+        return edge_index
+    (target_ptr, _), (source_ptr, perm) = values["targets"], values["sources"]
+    source, target = edge_index[0], edge_index[1]
+    targets = Segments(target, num_nodes, ptr=target_ptr)
+    return CSRGraph(edge_index, num_nodes, targets, Segments(source, num_nodes, ptr=source_ptr, perm=perm))

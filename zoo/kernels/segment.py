@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,44 @@ class CSRGraph:
     def in_degree(self) -> Tensor:
         """``[N]`` long number of incoming edges of each node."""
         return self.ptr.diff()
+
+
+class TensorMemo:
+    """Values derived from an index tensor (its check, row pointers, a sort), remembered for the ``size`` tensors
+    last seen, so that the layers of one forward pass (and its backward) derive them once instead of once per
+    call: each check or sortedness test is a host-device sync on GPUs.
+
+    A tensor matches an entry when it has the same storage owner (held weakly: a freed tensor never matches and
+    its entry is dropped at the next store), data pointer, shape, strides, device and version counter (shared
+    by views: an in-place change invalidates), and the same ``extra`` key. The tensor itself is never kept, so
+    no graph is kept alive; values must not hold it either (callers rebuild what refers to it on each lookup).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: list[tuple[tuple, weakref.ref, dict]] = []
+
+    @staticmethod
+    def _key(tensor: Tensor, extra: object) -> tuple[Tensor, tuple]:
+        owner = tensor._base if tensor._base is not None else tensor
+        key = (id(owner), tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.device, tensor._version)
+        return owner, (*key, extra)
+
+    def lookup(self, tensor: Tensor, extra: object = None) -> dict | None:
+        """The values stored for ``tensor`` (a mutable dict), or ``None``."""
+        owner, key = self._key(tensor, extra)
+        for entry_key, ref, values in self._entries:
+            if entry_key == key and ref() is owner:
+                return values
+        return None
+
+    def store(self, tensor: Tensor, extra: object = None, values: dict | None = None) -> dict:
+        """Remember ``values`` (default: an empty dict to fill later) for ``tensor``; returns them."""
+        owner, key = self._key(tensor, extra)
+        values = {} if values is None else values
+        alive = [entry for entry in self._entries if entry[1]() is not None]
+        self._entries = [(key, weakref.ref(owner), values), *alive[: self.size - 1]]
+        return values
 
 
 def _row_pointers(sorted_index: Tensor, num_segments: int) -> Tensor:

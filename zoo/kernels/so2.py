@@ -35,13 +35,19 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-import weakref
 
 import torch
 from torch import Tensor
 
 from zoo.kernels.backends import KernelError, require_triton
-from zoo.kernels.segment import Segments, _edge_slices, _is_sorted, _row_pointers, _segment_sum_impl
+from zoo.kernels.segment import (
+    Segments,
+    TensorMemo,
+    _edge_slices,
+    _is_sorted,
+    _row_pointers,
+    _segment_sum_impl,
+)
 
 __all__ = ["SO2_BACKENDS", "check_so2_backend", "gather_rotate", "rotate_back_sum"]
 
@@ -82,46 +88,34 @@ def _segments(index: Tensor, num_nodes: int) -> Segments:
     return Segments(index, num_nodes, ptr=_row_pointers(index[perm], num_nodes), perm=perm)
 
 
-# Checked indices and their segments, for the index tensors last seen: the layers of one forward pass (and the
-# backward pass) rotate with the same edge_index rows, so the range check, the sortedness test (each a host-device
-# sync on GPUs) and the sort run once per forward instead of once per call. Key: the tensor's storage owner (held
-# weakly, so a freed tensor never matches), data pointer, length, stride and version counter (shared by views:
-# an in-place change invalidates), and the node count. Entry: [key, weak owner, (row pointers, sorting
-# permutation) or None until needed]; the index itself is not kept, so the cache never keeps a graph alive, and
-# entries of freed tensors are dropped when the next index is checked.
-_INDEX_CACHE: list[list] = []
-_INDEX_CACHE_SIZE = 4
+# The checked index rows and their segments, once per edge_index row for the layers of a forward pass.
+_INDEX_MEMO = TensorMemo(4)
 
 
-def _index_entry(index: Tensor, num_edges: int, num_nodes: int) -> list:
-    """The cache entry of ``index``, checked to be ``[E]`` long in ``[0, num_nodes)`` when first seen.
+def _index_entry(index: Tensor, num_edges: int, num_nodes: int) -> dict:
+    """The memo values of ``index``, checked to be ``[E]`` long in ``[0, num_nodes)`` when first seen.
 
     Raises:
         KernelError: another shape or dtype, or a node outside ``[0, num_nodes)``.
     """
     if index.dim() != 1 or index.dtype != torch.long or index.shape[0] != num_edges:
         raise KernelError(f"index must be [E] = [{num_edges}] torch.long, got {index.dtype} {list(index.shape)}")
-    owner = index._base if index._base is not None else index
-    key = (id(owner), index.data_ptr(), num_edges, index.stride(0), index._version, num_nodes, index.device)
-    for entry in _INDEX_CACHE:
-        if entry[0] == key and entry[1]() is owner:
-            return entry
-    if num_edges and any(bound < 0 or bound >= num_nodes for bound in torch.stack(torch.aminmax(index)).tolist()):
-        raise KernelError(f"index holds nodes outside [0, {num_nodes})")
-    entry = [key, weakref.ref(owner), None]
-    alive = [old for old in _INDEX_CACHE if old[1]() is not None]
-    _INDEX_CACHE[:] = [entry, *alive[: _INDEX_CACHE_SIZE - 1]]
-    return entry
+    values = _INDEX_MEMO.lookup(index, num_nodes)
+    if values is None:
+        if num_edges and any(bound < 0 or bound >= num_nodes for bound in torch.stack(torch.aminmax(index)).tolist()):
+            raise KernelError(f"index holds nodes outside [0, {num_nodes})")
+        values = _INDEX_MEMO.store(index, num_nodes)
+    return values
 
 
 def _cached_segments(index: Tensor, num_edges: int, num_nodes: int) -> Segments:
-    """:func:`_segments` of ``index`` checked by :func:`_index_entry`, built once for the index tensors last seen."""
-    entry = _index_entry(index, num_edges, num_nodes)
-    if entry[2] is None:
+    """:func:`_segments` of ``index`` checked by :func:`_index_entry`; row pointers and sorting permutation built
+    once for the index tensors last seen."""
+    values = _index_entry(index, num_edges, num_nodes)
+    if "ptr" not in values:
         segments = _segments(index, num_nodes)
-        entry[2] = (segments.ptr, segments.perm)
-    ptr, perm = entry[2]
-    return Segments(index, num_nodes, ptr=ptr, perm=perm)
+        values.update(ptr=segments.ptr, perm=segments.perm)
+    return Segments(index, num_nodes, ptr=values["ptr"], perm=values["perm"])
 
 
 def _chunks(num_edges: int, width: int, device: torch.device) -> list[slice]:
