@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks of zoo.kernels in one command: CUDA tests (pytest -m gpu tests/kernels) and the CUDA benchmark.
 # Run from the repository root on a CUDA machine whose python3 has torch (CUDA), triton and torch-geometric.
-# Packages it lacks (ase, pydantic, vesin, vesin-torch, ...) are installed from .whl/ when that folder exists
-# (made by benchmarks/gpu_wheels.sh where PyPI is reachable). Results go to $OUT (default out/gpu):
+# Packages it lacks (ase, pydantic, vesin, vesin-torch, fairchem-core 1.10, ...) are installed from .whl/: made by
+# benchmarks/gpu_wheels.sh, which this script runs itself when .whl/ is absent and something is missing (PyPI
+# needed; on a machine without internet, run gpu_wheels.sh elsewhere and bring .whl/ along). Results go to $OUT (default out/gpu):
 # pytest-gpu.log, results.json, results.md, bench.log, env.txt, sweep/, fairchem/, egnn-official/ results.{json,md}.
 # SKIP_TESTS=1, SKIP_BENCH=1, SKIP_SWEEP=1, SKIP_FAIRCHEM=1, SKIP_EGNN=1 leave a part out (to split the run over
 # calls that may each last 10 minutes: e.g. SKIP_SWEEP=1 SKIP_FAIRCHEM=1 SKIP_EGNN=1, then SKIP_TESTS=1 SKIP_BENCH=1).
@@ -10,6 +11,15 @@ set -uo pipefail
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# Where no .whl/ travelled and this python lacks what zoo or the fairchem comparison imports, fetch the wheels
+# (and the official EGNN code) first: this needs PyPI / GitHub; without them the parts that need a missing
+# package say so and fail or are left out.
+if ! compgen -G ".whl/*.whl" > /dev/null \
+    && ! python3 -c "import ase, vesin, vesin_torch, e3nn, pydantic, safetensors, fairchem.core" 2> /dev/null; then
+  PY_VERSION=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  PIP_DEFAULT_TIMEOUT=15 PIP_RETRIES=1 bash benchmarks/gpu_wheels.sh "$PY_VERSION" > "$OUT/wheels.log" 2>&1 \
+    || echo "could not fetch the wheels (see $OUT/wheels.log): using this python's packages as they are"
+fi
 if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site .whl/*.whl \
     || exit 1

@@ -21,7 +21,16 @@ python3 -m pip download --no-deps --only-binary=:all: --python-version "$PY" --i
 # The machine's numpy / scipy / torch stay: never shadow them.
 rm -f .whl/numpy-*.whl .whl/scipy-*.whl .whl/torch-*.whl .whl/nvidia_*.whl .whl/triton-*.whl
 # The official EGNN code for benchmarks/egnn_official.py (gpu.sh runs it when .whl/egnn-official exists):
-# EGNN_CHECKOUT=<a clone of github.com/vgsatorras/egnn> bash benchmarks/gpu_wheels.sh
+# EGNN_CHECKOUT=<a clone of github.com/vgsatorras/egnn> bash benchmarks/gpu_wheels.sh (else cloned here).
+# Without EGNN_CHECKOUT, a shallow clone from GitHub where it is reachable (the comparison is left out otherwise).
+if [ -z "${EGNN_CHECKOUT:-}" ] && [ ! -f .whl/egnn-official/qm9/models.py ]; then
+  CLONE=$(mktemp -d)
+  if GIT_TERMINAL_PROMPT=0 timeout 120 git clone -q --depth 1 https://github.com/vgsatorras/egnn "$CLONE/egnn"; then
+    EGNN_CHECKOUT="$CLONE/egnn"
+  else
+    echo "github.com/vgsatorras/egnn not reachable: the EGNN comparison of gpu.sh is left out"
+  fi
+fi
 if [ -n "${EGNN_CHECKOUT:-}" ]; then
   rm -rf .whl/egnn-official
   mkdir -p .whl/egnn-official

@@ -118,3 +118,33 @@ def test_fairchem_benchmark_batches_the_same_edges_for_both_libraries():
     assert torch.equal(data.cell_offsets, graph.edge_shift.to(torch.float32))
     assert torch.equal(data.atomic_numbers, graph.z)
     assert not torch.equal(graph.pos[:81], graph.pos[81:162])  # different rattles
+
+
+def test_gpu_script_fetches_missing_wheels_itself_and_skips_parts(tmp_path):
+    """``bash benchmarks/gpu.sh`` is the one command of the GPU benchmark: without ``.whl/`` and with a package
+    missing it runs ``gpu_wheels.sh`` for this python's version first; every part can be left out."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(root / "benchmarks" / "gpu.sh", tmp_path / "benchmarks" / "gpu.sh")
+    calls = tmp_path / "calls.txt"
+    (tmp_path / "benchmarks" / "gpu_wheels.sh").write_text(f'echo "$@" >> {calls}\n')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OUT": str(tmp_path / "out"), "HOME": str(tmp_path)}
+    env.update({f"SKIP_{part}": "1" for part in ("TESTS", "BENCH", "SWEEP", "FAIRCHEM", "EGNN")})
+    done = subprocess.run(["bash", "benchmarks/gpu.sh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exit codes: pytest 0, benchmark 0, sweep 0, fairchem 0, egnn-official 0" in done.stdout
+    assert "torch" in (tmp_path / "out" / "env.txt").read_text()
+    imports = "import ase, vesin, vesin_torch, e3nn, pydantic, safetensors, fairchem.core"
+    complete = subprocess.run([sys.executable, "-c", imports], capture_output=True).returncode == 0
+    if complete:
+        assert not calls.exists()
+    else:
+        assert calls.read_text().split() == [f"{sys.version_info[0]}.{sys.version_info[1]}"]
