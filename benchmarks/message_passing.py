@@ -12,7 +12,8 @@ Sections (each a table in ``results.md`` and a list in ``results.json``):
   two-layer MLPs; edges/s, effective GB/s (:func:`benchmarks.workloads.bytes_moved`: every gathered row counted
   each time it is read) and % of the copy bandwidth measured at the start of the same run.
 - ``neighbors`` (CUDA): vesin-torch's neighbour list on the GPU against vesin on the CPU.
-- ``model``: the whole ``egnn-potential`` (10,240 atoms, H = 128): energy + forces, and a training step on
+- ``model``: the whole ``egnn-potential`` (10,240 atoms, H = 128): energy + forces (eval mode, weights frozen, as
+  the ASE calculator runs it), and a training step on
   forces (double backward), on its own code and through ``zoo.kernels`` (``set_backend``).
 - ``determinism``: CSR forward and gradients computed twice, compared bitwise.
 
@@ -50,6 +51,7 @@ from benchmarks.workloads import (
     write_results,
     zoo_layer,
 )
+from zoo.calculators.ase import frozen_parameters
 from zoo.graph import AtomsGraph, from_ase, radius_graph
 from zoo.kernels import message_aggregate, message_aggregate_reference, set_backend
 from zoo.plots import ratio_bars
@@ -250,12 +252,13 @@ def bench_model(num_atoms: int, hidden: int, args: argparse.Namespace) -> list[d
     model = create_model("egnn-potential", hidden_nf=hidden, n_layers=4, cutoff=5.0, elements=[8, 29]).to(device)
     backends = [None, "torch"] + ([] if args.skip_compile else ["compile"])
     if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
-        backends.append("triton")  # gates and cutoff-envelope weights fused in the kernels; backward by "torch"
+        backends.append("triton")  # gates and envelope weights fused; forces by the Triton backward kernel
 
     def predict(backend: str | None) -> Callable[[], object]:
-        def run() -> object:
+        def run() -> object:  # as the ASE calculator / zoo.predict run it: eval mode, weights frozen for the call
             set_backend(model.eval(), backend)
-            return model(graph)["forces"]
+            with frozen_parameters(model):
+                return model(graph)["forces"]
 
         return run
 

@@ -12,7 +12,8 @@ argument specialisation Triton's JIT gives the same call on a GPU, through Trito
 
 Variants: the message kernels (CSR segment and one-hot reductions, atomic) for float32 / float64 / bfloat16,
 one- and two-layer MLPs, EGNN's two-layer MLP with attention gate and edge weights, edge features by loop
-(D = 1), by ``tl.dot`` (D = 20) and none, at H = 64, 128, 256 (``--quick``: H = 128, D = 1); the SO(2) rotations
+(D = 1), by ``tl.dot`` (D = 20) and none, at H = 64, 128, 256 (``--quick``: H = 128, D = 1); the CSR input-gradient
+kernel (forces with frozen weights) for the same dtypes and MLPs; the SO(2) rotations
 for eSCN/EquiformerV2 shapes (K = 49 coefficients, 29 rows after m-truncation, 128 channels), sorted and
 unsorted targets. What it cannot show is speed: that is
 ``benchmarks/triton_sweep.py`` on a GPU.
@@ -46,6 +47,7 @@ class Variant:
     edge_dim: int = 1
     two_layer: bool = False
     gated: bool = False  # EGNN's attention gate and cutoff-envelope edge weights (egnn-qm9, egnn-potential)
+    backward: bool = False  # message: the CSR input-gradient kernel (forces with frozen weights) instead of forward
 
     @property
     def name(self) -> str:
@@ -54,7 +56,8 @@ class Variant:
             return f"so2 {self.layout} {dtype}"
         layout = self.layout if self.layout == "atomic" else f"csr-{self.reduction or 'default'}"
         layers = f"{'two' if self.two_layer else 'one'}-layer{' gated+weighted' if self.gated else ''}"
-        return f"message {layout} {dtype} H={self.hidden} D={self.edge_dim} {layers}"
+        direction = " backward" if self.backward else ""
+        return f"message {layout}{direction} {dtype} H={self.hidden} D={self.edge_dim} {layers}"
 
 
 def variants(quick: bool = False) -> Iterator[Variant]:
@@ -71,9 +74,15 @@ def variants(quick: bool = False) -> Iterator[Variant]:
         for dtype in (torch.float32,) if quick else (torch.float32, torch.float64):
             if not (quick and reduction == "onehot"):
                 yield Variant("message", dtype, layout, reduction, two_layer=True, gated=True)
+    # The input-gradient kernel (CSR): plain and EGNN-style messages (quick: float32 only)
+    for dtype in (torch.float32,) if quick else (torch.float32, torch.float64, torch.bfloat16):
+        for two_layer, gated in ((False, False), (True, False), (True, True)):
+            if not (quick and two_layer and not gated):
+                yield Variant("message", dtype, two_layer=two_layer, gated=gated, backward=True)
     if not quick:
         for hidden in (64, 256):
             yield Variant("message", torch.float32, hidden=hidden)
+            yield Variant("message", torch.float32, hidden=hidden, backward=True)
         for edge_dim in (0, 20):
             for layout, reduction in layouts:
                 yield Variant("message", torch.float32, layout, reduction, edge_dim=edge_dim)
@@ -116,7 +125,13 @@ def _message(variant: Variant, edge_index: torch.Tensor, num_nodes: int, generat
     plan = _make_plan(edge_index, num_nodes, variant.layout)
     config = _triton_message.LaunchConfig(reduction=variant.reduction)
     with _triton_message.launch_config(config), torch.no_grad():
-        _triton_message.ENGINE.forward(inputs, plan, "silu")
+        if not variant.backward:
+            _triton_message.ENGINE.forward(inputs, plan, "silu")
+            return
+        # the gradients of forces by autograd with frozen weights: P, Q, edge features, edge weights
+        needs = (True, True, edge_attr is not None, False, False, False, False, False, variant.gated)
+        grad_out = torch.randn(num_nodes, hidden, generator=generator).to(variant.dtype)
+        _triton_message.ENGINE.backward(grad_out, inputs, plan, "silu", needs)
 
 
 def _so2(variant: Variant, edge_index: torch.Tensor, num_nodes: int, generator: torch.Generator) -> None:

@@ -89,6 +89,103 @@ def test_gate_and_edge_weight(layout, out, gate_bias, with_gate, with_weight, re
         torch.testing.assert_close(g, w, **TOLERANCES[torch.float64])
 
 
+def _launched_kernels(monkeypatch) -> list[str]:
+    """The names of the Triton kernels the message engine launches from now on."""
+    from zoo.kernels import _triton_message
+
+    names: list[str] = []
+    launch = _triton_message.launch
+
+    def spy(kernel, *args, **kwargs):
+        names.append(kernel.fn.__name__)
+        return launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(_triton_message, "launch", spy)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("dtype", "edge_dim", "out", "act", "with_gate", "with_weight", "reduce", "needs_h"),
+    [
+        (torch.float64, 0, None, nn.SiLU, False, False, "sum", True),
+        (torch.float64, 2, 12, nn.SiLU, True, True, "sum", True),  # EGNN: two-layer, gate, envelope weights
+        (torch.float64, 20, None, nn.ReLU, True, False, "mean", True),  # edge features by tl.dot
+        (torch.float64, 20, 16, nn.SiLU, False, True, "sum", False),  # only edge features and weights need grads
+        (torch.float32, 1, 24, nn.SiLU, True, True, "sum", True),
+    ],
+)
+def test_input_gradients_by_the_backward_kernel(
+    monkeypatch, dtype, edge_dim, out, act, with_gate, with_weight, reduce, needs_h
+):
+    """With the MLP's weights frozen (forces by autograd in the calculator), the CSR backward runs in one Triton
+    kernel: gradients of node features, edge features and edge weights equal the reference, bitwise repeatable;
+    with a trainable weight the PyTorch engine takes the backward (no second kernel)."""
+    from zoo.kernels import message_aggregate_reference
+
+    h, edge_index, edge_attr, mlp = make_case(dtype, "cpu", 29, 4, 5, edge_dim, 10, out, act)
+    h.requires_grad_(needs_h)
+    torch.manual_seed(5)
+    width = out or 10
+    gate = nn.Sequential(nn.Linear(width, 1), nn.Sigmoid()).to(dtype) if with_gate else None
+    weight = torch.rand(edge_index.shape[1], dtype=dtype, requires_grad=True) if with_weight else None
+    modules = [mlp] + ([gate] if gate is not None else [])
+    for module in modules:
+        module.requires_grad_(False)
+    if edge_attr is not None:
+        edge_attr.requires_grad_()
+    inputs = [t for t in (h, edge_attr, weight) if t is not None and t.requires_grad]
+    kwargs = {"reduce": reduce, "gate": gate, "edge_weight": weight}
+    expected = message_aggregate_reference(h, edge_index, edge_attr, mlp, **kwargs)
+    grad = torch.randn_like(expected)
+    want = torch.autograd.grad(expected, inputs, grad)
+    csr = build_csr(edge_index, 29)
+    launched = _launched_kernels(monkeypatch)
+    got = message_aggregate(h, csr, edge_attr, mlp, backend="triton", **kwargs)
+    first = torch.autograd.grad(got, inputs, grad)
+    assert launched == ["_csr_segment_kernel", "_csr_backward_kernel"]
+    for g, w in zip(first, want, strict=True):
+        torch.testing.assert_close(g, w, **TOLERANCES[dtype])
+    again = torch.autograd.grad(message_aggregate(h, csr, edge_attr, mlp, backend="triton", **kwargs), inputs, grad)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    # A trainable first Linear: its node columns train through P and Q (still the kernel), its edge columns are
+    # a weight inside the kernel (the PyTorch engine then takes the backward)
+    mlp[0].weight.requires_grad_()
+    want = torch.autograd.grad(message_aggregate_reference(h, edge_index, edge_attr, mlp, **kwargs), inputs, grad)
+    want_weight = torch.autograd.grad(
+        message_aggregate_reference(h, edge_index, edge_attr, mlp, **kwargs), mlp[0].weight, grad
+    )
+    launched.clear()
+    got = message_aggregate(h, csr, edge_attr, mlp, backend="triton", **kwargs)
+    *grads, grad_weight = torch.autograd.grad(got, [*inputs, mlp[0].weight], grad)
+    backward = ["_csr_backward_kernel"] if edge_attr is None else []
+    assert launched == ["_csr_segment_kernel", *backward]
+    for g, w in zip([*grads, grad_weight], [*want, *want_weight], strict=True):
+        torch.testing.assert_close(g, w, **TOLERANCES[dtype])
+
+
+def test_egnn_potential_forces_with_frozen_weights_by_the_backward_kernel(monkeypatch):
+    """egnn-potential as the ASE calculator runs it (eval mode, weights frozen): energies and forces on the Triton
+    kernels, backward included, equal its own code."""
+    import zoo
+    from zoo.calculators.ase import frozen_parameters
+    from zoo.graph import batch_graphs
+    from zoo.kernels import set_backend
+    from zoo.testing import molecule_graph
+
+    torch.manual_seed(0)
+    model = zoo.create_model("egnn-potential", hidden_nf=8, n_layers=2, cutoff=4.0, elements=[1, 6, 7, 8]).double()
+    model.eval()
+    graph = batch_graphs([molecule_graph(5, seed=1, cutoff=4.0), molecule_graph(4, seed=2, cutoff=4.0)])
+    with frozen_parameters(model):
+        expected = model(graph)
+        set_backend(model, "triton")
+        launched = _launched_kernels(monkeypatch)
+        got = model(graph)
+    assert launched.count("_csr_backward_kernel") == 2  # one per layer
+    for key in ("energy", "forces"):
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("name", ["egnn-qm9", "egnn-potential"])
 def test_egnn_models_on_triton(name):
     """egnn-qm9 (attention gates) and egnn-potential (gates, cutoff-envelope edge weights, forces by autograd) on

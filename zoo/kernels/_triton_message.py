@@ -17,7 +17,14 @@ activation, the second Linear (``tl.dot``) and its activation, EGNN's attention 
 
 The second Linear follows PyTorch's float32 matmul precision (``torch.get_float32_matmul_precision()``:
 "highest" -> exact float32 products, otherwise TF32), as ``torch.nn.functional.linear`` does on CUDA.
-The backward pass reuses the PyTorch engine (:mod:`zoo.kernels.message`), so gradients of any order work.
+Backward: the input gradients of a CSR call (``P``, ``Q``, edge features, edge weights: what forces by autograd
+need once the weights are frozen, as the ASE calculator and ``zoo.predict`` do, and what a one-layer MLP without
+edge features trains through) come from :func:`_csr_backward_kernel`, one program per target row like the forward:
+messages recomputed per block of edges and taken back through the gate, the second Linear and the activations;
+``dL/dP_i`` summed in the program in a fixed order, ``dL/d pre`` stored per edge and summed over sources by the
+receiver-sorted source segments (bitwise repeatable). Gradients of weights inside the kernel (edge projection,
+second Linear, gate), the atomic layout, rows too wide for one program and every second derivative
+(``create_graph=True``) go through the PyTorch engine (:mod:`zoo.kernels.message`), so gradients of any order work.
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors in Triton's interpreter (for tests).
 
 Measured on an H100 in session 1 (benchmarks/README.md), before the segment reduction existed: the one-layer
@@ -42,8 +49,9 @@ from torch import Tensor
 from zoo.kernels._triton_launch import launch
 from zoo.kernels.backends import KernelError
 from zoo.kernels.message import _EAGER, Grads, Inputs, _Plan
+from zoo.kernels.segment import _segment_sum_impl
 
-__all__ = ["ENGINE", "REDUCTIONS", "LaunchConfig", "Tiles", "launch_config", "resolve_config"]
+__all__ = ["ENGINE", "REDUCTIONS", "LaunchConfig", "Tiles", "backward_tiles", "launch_config", "resolve_config"]
 
 _ACT_CODES = {"silu": 0, "relu": 1}
 # Edge features up to this width are applied by an unrolled loop of outer products; wider ones by tl.dot.
@@ -167,6 +175,26 @@ def resolve_config(
         num_warps=config.num_warps or (8 if block_h * block_o >= 128 * 64 else 4),
         num_stages=config.num_stages or 1,
         exact_sums=bool(config.exact_sums),
+    )
+
+
+def backward_tiles(hidden: int, width: int, *, two_layer: bool, element_size: int = 4) -> Tiles | None:
+    """The tiles of :func:`_csr_backward_kernel` for a call, or ``None`` when its rows are too wide for one program
+    (every column in one program; two-layer: a ``W_2`` tile of at most 64 KiB, as :func:`resolve_config`;
+    one-layer: at most 256 columns). The PyTorch engine takes those calls."""
+    block_h = max(16, triton.next_power_of_2(hidden))
+    block_o = max(16, triton.next_power_of_2(width)) if two_layer else block_h
+    if (two_layer and block_h * block_o * element_size > 65536) or block_h > 256:
+        return None
+    return Tiles(
+        reduction="segment",
+        block_h=block_h,
+        block_o=block_o,
+        block_e=16,
+        block_n=16 if two_layer else 1,
+        num_warps=8 if block_h * block_o >= 128 * 64 else 4,
+        num_stages=1,
+        exact_sums=True,
     )
 
 
@@ -506,6 +534,170 @@ def _atomic_forward_kernel(
     tl.atomic_add(ptrs, message.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _activation_grad(x, ACT: tl.constexpr):
+    """The derivative of :func:`_activation` at ``x`` (SiLU: :math:`s(1 + x(1 - s))`, s = sigmoid; ReLU: x > 0)."""
+    if ACT == 0:
+        s = tl.sigmoid(x)
+        return s * (1.0 + x * (1.0 - s))
+    else:
+        return tl.where(x > 0.0, 1.0, 0.0)
+
+
+@triton.jit
+def _csr_backward_kernel(
+    grad_out_ptr,
+    p_ptr,
+    q_ptr,
+    e_ptr,
+    we_ptr,
+    w2_ptr,
+    b2_ptr,
+    wg_ptr,
+    bg_ptr,
+    ew_ptr,
+    ptr_ptr,
+    source_ptr,
+    grad_p_ptr,
+    grad_pre_ptr,
+    grad_e_ptr,
+    grad_ew_ptr,
+    N,
+    H,
+    H2,
+    D,
+    stride_go,
+    stride_p,
+    stride_q,
+    stride_e,
+    stride_we,
+    stride_w2,
+    EDGE_MODE: tl.constexpr,
+    D_LOOP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    TWO_LAYER: tl.constexpr,
+    HAS_B2: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    HAS_BG: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    NEED_P: tl.constexpr,
+    STORE_PRE: tl.constexpr,
+    NEED_E: tl.constexpr,
+    NEED_WEIGHT: tl.constexpr,
+    ACT: tl.constexpr,
+    PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    ROWS: tl.constexpr,
+):
+    """Input gradients of the CSR message sum, per target row: the row's ``dL/d out_i`` and ``P_i`` are loaded once;
+    for each block of its edges the messages are recomputed and taken back through the gate and edge weights, the
+    second Linear and the activations to ``dL/d pre_ij``, whose row sum is ``dL/dP_i`` (fixed order). Stored per
+    edge when asked: ``dL/d pre`` (summed over sources outside), ``dL/d e_ij`` and ``dL/d w_ij``. A program holds
+    every column (the second Linear's backward and the gate mix them)."""
+    cols = tl.arange(0, BLOCK_H)
+    mask_cols = cols < H
+    out_cols = tl.arange(0, BLOCK_O)
+    mask_out_cols = out_cols < H2
+    _, _, w2, b2 = _second_layer(
+        w2_ptr, b2_ptr, out_cols, mask_out_cols, stride_w2, H, TWO_LAYER, HAS_B2, COMPUTE, BLOCK_H
+    )
+    w_gate, b_gate = _gate_weights(wg_ptr, bg_ptr, out_cols, mask_out_cols, HAS_GATE, HAS_BG, COMPUTE)
+    for local in range(ROWS):
+        row = tl.program_id(0).to(tl.int64) * ROWS + local
+        if row < N:
+            edge_start = tl.load(ptr_ptr + row)
+            edge_stop = tl.load(ptr_ptr + row + 1)
+            p_row = tl.load(p_ptr + row * stride_p + cols, mask=mask_cols, other=0.0).to(COMPUTE)
+            grad_row = tl.load(grad_out_ptr + row * stride_go + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
+            acc = tl.zeros([BLOCK_E, BLOCK_H], dtype=COMPUTE)
+            for start in range(edge_start, edge_stop, BLOCK_E):
+                offs_e = start + tl.arange(0, BLOCK_E)
+                mask_e = offs_e < edge_stop
+                mask = mask_e[:, None] & mask_cols[None, :]
+                source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
+                q = tl.load(q_ptr + source[:, None] * stride_q + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
+                pre = p_row[None, :] + q
+                if EDGE_MODE == 1:
+                    for d in tl.static_range(D_LOOP):
+                        e_d = tl.load(e_ptr + offs_e * stride_e + d, mask=mask_e, other=0.0).to(COMPUTE)
+                        w_d = tl.load(we_ptr + cols * stride_we + d, mask=mask_cols, other=0.0).to(COMPUTE)
+                        pre += e_d[:, None] * w_d[None, :]
+                elif EDGE_MODE == 2:
+                    offs_d = tl.arange(0, BLOCK_D)
+                    mask_d = offs_d < D
+                    e = tl.load(
+                        e_ptr + offs_e[:, None] * stride_e + offs_d[None, :], mask=mask_e[:, None] & mask_d[None, :]
+                    )
+                    we_t = tl.load(
+                        we_ptr + cols[None, :] * stride_we + offs_d[:, None], mask=mask_cols[None, :] & mask_d[:, None]
+                    )
+                    pre += tl.dot(e, we_t, input_precision=PRECISION, out_dtype=COMPUTE)
+                grad = tl.zeros([BLOCK_E, BLOCK_O], dtype=COMPUTE) + grad_row[None, :]
+                if TWO_LAYER:
+                    hidden = _activation(pre, ACT)
+                    z = tl.dot(hidden.to(w2.dtype), w2, input_precision=PRECISION, out_dtype=COMPUTE)
+                    if HAS_B2:
+                        z += b2[None, :]
+                    message = _activation(z, ACT)
+                else:
+                    z = pre
+                    message = _activation(pre, ACT)
+                if HAS_GATE or HAS_WEIGHT:
+                    # m -> s m with s = sigmoid(m . w_g + b_g) * w: dL/dm = s g + dL/dlogit w_g
+                    inner = tl.sum(grad * message, axis=1)
+                    scale = tl.zeros([BLOCK_E], dtype=COMPUTE) + 1.0
+                    if HAS_GATE:
+                        gate = tl.sigmoid(tl.sum(message * w_gate[None, :], axis=1) + b_gate)
+                        scale = gate
+                    if HAS_WEIGHT:
+                        weight = tl.load(ew_ptr + offs_e, mask=mask_e, other=0.0).to(COMPUTE)
+                        if NEED_WEIGHT:
+                            tl.store(grad_ew_ptr + offs_e, inner * scale, mask=mask_e)
+                        scale = scale * weight
+                    grad_message = grad * scale[:, None]
+                    if HAS_GATE:
+                        grad_logit = inner * scale * (1.0 - gate)
+                        grad_message += grad_logit[:, None] * w_gate[None, :]
+                    grad = grad_message
+                grad_z = grad * _activation_grad(z, ACT)
+                if TWO_LAYER:
+                    grad_hidden = tl.dot(
+                        grad_z.to(w2.dtype), tl.trans(w2), input_precision=PRECISION, out_dtype=COMPUTE
+                    )
+                    grad_pre = grad_hidden * _activation_grad(pre, ACT)
+                else:
+                    grad_pre = grad_z
+                grad_pre = tl.where(mask, grad_pre, 0.0)
+                if NEED_P:
+                    acc += grad_pre
+                if STORE_PRE:
+                    tl.store(grad_pre_ptr + offs_e[:, None] * H + cols[None, :], grad_pre, mask=mask)
+                if NEED_E:
+                    if EDGE_MODE == 1:
+                        for d in tl.static_range(D_LOOP):
+                            w_d = tl.load(we_ptr + cols * stride_we + d, mask=mask_cols, other=0.0).to(COMPUTE)
+                            tl.store(grad_e_ptr + offs_e * D + d, tl.sum(grad_pre * w_d[None, :], axis=1), mask=mask_e)
+                    elif EDGE_MODE == 2:
+                        offs_d = tl.arange(0, BLOCK_D)
+                        mask_d = offs_d < D
+                        we = tl.load(
+                            we_ptr + cols[:, None] * stride_we + offs_d[None, :],
+                            mask=mask_cols[:, None] & mask_d[None, :],
+                            other=0.0,
+                        )
+                        grad_e = tl.dot(grad_pre.to(we.dtype), we, input_precision=PRECISION, out_dtype=COMPUTE)
+                        tl.store(
+                            grad_e_ptr + offs_e[:, None] * D + offs_d[None, :],
+                            grad_e,
+                            mask=mask_e[:, None] & mask_d[None, :],
+                        )
+            if NEED_P:
+                tl.store(grad_p_ptr + row * H + cols, tl.sum(acc, axis=0), mask=mask_cols)
+
+
 def _precision(dtype: torch.dtype) -> tuple[str, str]:
     """(precision of the second Linear, precision of the one-hot reduction) for ``tl.dot``."""
     if dtype == torch.float64:
@@ -604,7 +796,74 @@ class _TritonEngine:
         return out.to(p.dtype)
 
     def backward(self, grad_out: Tensor, inputs: Inputs, plan: _Plan, act: str, needs: tuple[bool, ...]) -> Grads:
-        return _EAGER.backward(grad_out, inputs, plan, act, needs)
+        """Input gradients (``P, Q``, edge features, edge weights: forces by autograd, frozen weights) of a CSR
+        call by :func:`_csr_backward_kernel`; anything else (gradients of the MLP's own weights, the atomic layout,
+        rows too wide for one program) by the PyTorch engine."""
+        p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = inputs
+        hidden = p.shape[1]
+        width = hidden if w2 is None else w2.shape[0]
+        tiles = backward_tiles(hidden, width, two_layer=w2 is not None, element_size=p.element_size())
+        if plan.layout != "csr" or any(needs[3:8]) or tiles is None or plan.num_edges == 0 or plan.num_nodes == 0:
+            return _EAGER.backward(grad_out, inputs, plan, act, needs)
+        p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = (
+            None if t is None else t.contiguous() for t in inputs
+        )
+        grad_out = grad_out.contiguous()
+        block_h, block_o = tiles.block_h, tiles.block_o
+        accumulate = torch.float64 if p.dtype == torch.float64 else torch.float32
+        edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
+        edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
+        need_e = needs[2] and edge_attr is not None
+        need_weight = needs[8] and weight is not None
+        dummy = p  # never written or read: pointer arguments of disabled features
+        grad_p = p.new_empty(plan.num_nodes, hidden, dtype=accumulate) if needs[0] else None
+        grad_pre = p.new_empty(plan.num_edges, hidden, dtype=accumulate) if needs[1] else None
+        grad_e = edge_attr.new_empty(edge_attr.shape, dtype=accumulate) if need_e else None
+        grad_weight = weight.new_empty(weight.shape, dtype=accumulate) if need_weight else None
+        launch(
+            _csr_backward_kernel, (triton.cdiv(plan.num_nodes, tiles.block_n),),
+            grad_out, p, q,
+            *(dummy if t is None else t for t in (edge_attr, w_edge, w2, b2, w_gate, b_gate, weight)),
+            plan.targets.ptr, plan.sources.index,
+            *(dummy if t is None else t for t in (grad_p, grad_pre, grad_e, grad_weight)),
+            plan.num_nodes, hidden, width, edge_dim,
+            grad_out.stride(0), p.stride(0), q.stride(0),
+            0 if edge_attr is None else edge_attr.stride(0),
+            0 if w_edge is None else w_edge.stride(0),
+            0 if w2 is None else w2.stride(0),
+            EDGE_MODE=edge_mode,
+            D_LOOP=edge_dim if edge_mode == 1 else 0,
+            BLOCK_D=max(16, triton.next_power_of_2(edge_dim)),
+            TWO_LAYER=w2 is not None,
+            HAS_B2=b2 is not None,
+            HAS_GATE=w_gate is not None,
+            HAS_BG=b_gate is not None,
+            HAS_WEIGHT=weight is not None,
+            NEED_P=needs[0],
+            STORE_PRE=needs[1],
+            NEED_E=need_e,
+            NEED_WEIGHT=need_weight,
+            ACT=_ACT_CODES[act],
+            PRECISION=_precision(p.dtype)[0],
+            COMPUTE=tl.float64 if p.dtype == torch.float64 else tl.float32,
+            BLOCK_E=tiles.block_e,
+            BLOCK_H=block_h,
+            BLOCK_O=block_o,
+            ROWS=tiles.block_n,
+            num_warps=tiles.num_warps,
+        )  # fmt: skip
+        grad_q = None if grad_pre is None else _segment_sum_impl(grad_pre, plan.sources)
+        return (
+            None if grad_p is None else grad_p.to(p.dtype),
+            None if grad_q is None else grad_q.to(q.dtype),
+            None if grad_e is None else grad_e.to(edge_attr.dtype),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+        )
 
 
 ENGINE = _TritonEngine()
