@@ -38,12 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
-from torch import nn
+from torch import Tensor, nn
 
 from benchmarks.workloads import (
     EGNNLayer,
     Graph,
     bytes_moved,
+    bytes_moved_backward,
     eager_layer,
     flops,
     make_graph,
@@ -168,17 +169,20 @@ def bench_layer(graph: Graph, hidden: int, args: argparse.Namespace) -> list[dic
     return rows
 
 
-def bench_op(graph: Graph, hidden: int, two_layer: bool, bandwidth: float, args: argparse.Namespace) -> list[dict]:
-    """Fused message-passing forward alone: time, edges/s, GB/s and % of copy bandwidth."""
+def bench_op(
+    graph: Graph, hidden: int, two_layer: bool, bandwidth: float, args: argparse.Namespace, backward: bool = False
+) -> list[dict]:
+    """Fused message passing alone: time, edges/s, GB/s and % of copy bandwidth. ``backward``: the input gradients
+    (node and edge features, the MLP frozen: forces as the calculator takes them), timed on a kept forward graph."""
     device = graph.pos.device
     torch.manual_seed(0)
     layers = [nn.Linear(2 * hidden + 1, hidden), nn.SiLU()]
     if two_layer:
         layers += [nn.Linear(hidden, hidden), nn.SiLU()]
-    mlp = nn.Sequential(*layers).to(device)
-    h = torch.randn(graph.num_nodes, hidden, device=device)
-    edge_attr = torch.rand(graph.num_edges, 1, device=device)
-    fns: dict[str, Callable[[], object]] = {
+    mlp = nn.Sequential(*layers).to(device).requires_grad_(False)
+    h = torch.randn(graph.num_nodes, hidden, device=device, requires_grad=backward)
+    edge_attr = torch.rand(graph.num_edges, 1, device=device, requires_grad=backward)
+    fns: dict[str, Callable[[], Tensor]] = {
         "torch eager": lambda: message_aggregate_reference(h, graph.edge_index, edge_attr, mlp),
         "zoo torch": lambda: message_aggregate(h, graph.csr, edge_attr, mlp, backend="torch"),
     }
@@ -189,14 +193,26 @@ def bench_op(graph: Graph, hidden: int, two_layer: bool, bandwidth: float, args:
         fns["zoo triton atomic"] = lambda: message_aggregate(
             h, graph.edge_index, edge_attr, mlp, backend="triton", layout="atomic"
         )
-    with torch.no_grad():
+    if backward:
+        grad = torch.randn(graph.num_nodes, hidden, device=device)
+
+        def input_grads(forward: Callable[[], Tensor]) -> Callable[[], object]:
+            out = forward()
+            return lambda: torch.autograd.grad(out, [h, edge_attr], grad, retain_graph=True)
+
+        fns = {name: input_grads(fn) for name, fn in fns.items()}
         timings = measure(fns, device, args.runs, args.warmup, args.budget)
-    nbytes = bytes_moved(graph, hidden, h.dtype, two_layer)
-    work = flops(graph, hidden, two_layer)
+        fns.clear()  # the kept forward graphs
+    else:
+        with torch.no_grad():
+            timings = measure(fns, device, args.runs, args.warmup, args.budget)
+    nbytes = (bytes_moved_backward if backward else bytes_moved)(graph, hidden, h.dtype, two_layer)
+    work = flops(graph, hidden, two_layer) * (2 if backward else 1)
     rows = []
     for name, timing in timings.items():
         row = {"section": "op", "workload": graph.name, "nodes": graph.num_nodes, "edges": graph.num_edges}
         row.update({"hidden": hidden, "mlp_layers": 2 if two_layer else 1, "impl": name, **timing})
+        row["pass"] = "backward" if backward else "forward"
         if "median_s" in timing:
             seconds = timing["median_s"]
             row["edges_per_s"] = graph.num_edges / seconds
@@ -352,15 +368,17 @@ def markdown(results: dict) -> str:
     if op_rows:
         lines += [
             "",
-            "## Fused message passing, forward",
+            "## Fused message passing",
             "",
             "GB/s: logical bytes (each gathered row counted every time it is read) / time; % = of copy bandwidth.",
+            "backward: the input gradients with the MLP frozen (forces), on a kept forward graph.",
             "",
-            "| workload | E | H | MLP layers | impl | ms | Medges/s | GB/s | % copy BW | TFLOP/s |",
-            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+            "| workload | E | H | MLP layers | pass | impl | ms | Medges/s | GB/s | % copy BW | TFLOP/s |",
+            "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
         ]
         for row in op_rows:
-            cells = [row["workload"], str(row["edges"]), str(row["hidden"]), str(row["mlp_layers"]), row["impl"]]
+            cells = [row["workload"], str(row["edges"]), str(row["hidden"]), str(row["mlp_layers"])]
+            cells += [row.get("pass", "forward"), row["impl"]]
             if "error" in row:
                 cells += [row["error"][:60], "-", "-", "-", "-"]
             else:
@@ -426,16 +444,17 @@ def plot(results: dict, out: Path) -> list[Path]:
     eager: dict[tuple, float] = {}
     for row in results["rows"]:
         if row["section"] == "op" and row["impl"] == "torch eager" and "median_s" in row:
-            eager[(row["workload"], row["hidden"], row["mlp_layers"])] = row["median_s"]
+            eager[(row["workload"], row["hidden"], row["mlp_layers"], row.get("pass", "forward"))] = row["median_s"]
     op: dict[str, dict[str, float]] = {}
     for row in results["rows"]:
-        key = (row.get("workload"), row.get("hidden"), row.get("mlp_layers"))
+        key = (row.get("workload"), row.get("hidden"), row.get("mlp_layers"), row.get("pass", "forward"))
         if row["section"] == "op" and row["impl"] != "torch eager" and "median_s" in row and key in eager:
-            group = f"{row['workload']} H{row['hidden']} {row['mlp_layers']}-layer"
+            direction = "" if key[3] == "forward" else " bwd"
+            group = f"{row['workload']} H{row['hidden']} {row['mlp_layers']}-layer{direction}"
             op.setdefault(group, {})[row["impl"]] = eager[key] / row["median_s"]
     if op:
         path = out / "op_speedup.png"
-        title = f"fused message passing forward, {results['device_name']}"
+        title = f"fused message passing (bwd: input gradients), {results['device_name']}"
         ratio_bars(op, path, title=title, ylabel="speedup over torch eager")
         written.append(path)
     return written
@@ -524,6 +543,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, hidden in filter(keep, op_configs):
         for two_layer in (False, True):
             results["rows"] += bench_op(graph(name), hidden, two_layer, results["copy_gbs"], args)
+            if hidden == 128:  # the input gradients (forces), at the size of the issue's bar
+                results["rows"] += bench_op(graph(name), hidden, two_layer, results["copy_gbs"], args, backward=True)
         save()
         print(f"op {name} H={hidden} done", flush=True)
     for name, hidden in filter(keep, layer_configs):

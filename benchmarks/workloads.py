@@ -166,6 +166,18 @@ def bytes_moved(graph: Graph, hidden: int, dtype: torch.dtype, two_layer: bool) 
     return (n * hidden + e * hidden + e + n * hidden) * size + e * 8 + (n + 1) * 8 + weights
 
 
+def bytes_moved_backward(graph: Graph, hidden: int, dtype: torch.dtype, two_layer: bool) -> int:
+    """Logical bytes of the input gradients of one fused message-passing call (forces with frozen weights), in
+    the smallest receiver-sorted form: the forward's inputs again (:func:`bytes_moved` less its output), the
+    output gradient ``[N, H]`` read once per target, the gradients of ``P, Q [N, H]`` and of the ``[E, 1]`` edge
+    features written. Per-edge intermediates an implementation keeps (the Triton kernel stores ``dL/d pre`` once
+    for the sums over sources) are not counted: its share of copy bandwidth is a lower bound."""
+    size = torch.empty((), dtype=dtype).element_size()
+    n, e = graph.num_nodes, graph.num_edges
+    inputs = bytes_moved(graph, hidden, dtype, two_layer) - n * hidden * size
+    return inputs + (n * hidden + 2 * n * hidden + e) * size
+
+
 def flops(graph: Graph, hidden: int, two_layer: bool) -> float:
     """Floating-point operations of one fused forward (multiply-add = 2), projections included."""
     n, e = graph.num_nodes, graph.num_edges

@@ -61,7 +61,7 @@ def test_bytes_moved_counts_the_receiver_sorted_inputs_once():
     """The roofline's numerator: features per gathered row, edge features, sources and row pointers, output."""
     import torch
 
-    from benchmarks.workloads import Graph, bytes_moved
+    from benchmarks.workloads import Graph, bytes_moved, bytes_moved_backward
     from zoo.kernels import build_csr
 
     edge_index = torch.tensor([[1, 2, 0, 0], [0, 0, 1, 2]])
@@ -70,6 +70,35 @@ def test_bytes_moved_counts_the_receiver_sorted_inputs_once():
     features = (3 * h + 4 * h + 4 + 3 * h) * 4
     assert bytes_moved(graph, h, torch.float32, two_layer=False) == features + 4 * 8 + 4 * 8
     assert bytes_moved(graph, h, torch.float64, two_layer=True) == 2 * features + 4 * 8 + 4 * 8 + (h * h + h) * 8
+    # input gradients: the inputs again, dL/dout once per node, dL/dP, dL/dQ once per node, dL/de once per edge
+    backward = (3 * h + 4 * h + 4 + 3 * h + 2 * 3 * h + 4) * 4 + 4 * 8 + 4 * 8
+    assert bytes_moved_backward(graph, h, torch.float32, two_layer=False) == backward
+
+
+def test_op_section_times_the_input_gradients(tmp_path):
+    """The op section's backward rows: input gradients with the MLP frozen, one row per implementation, bytes from
+    bytes_moved_backward, and the markdown table tells the passes apart."""
+    import argparse
+
+    import torch
+
+    from benchmarks.workloads import Graph
+    from zoo.kernels import build_csr
+
+    torch.manual_seed(0)
+    edge_index = torch.randint(0, 30, (2, 200))
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
+    graph = Graph("tiny", torch.zeros(30, 3), edge_index, build_csr(edge_index, 30))
+    args = argparse.Namespace(runs=2, warmup=1, budget=float("inf"), compile_hidden=[], skip_compile=True)
+    rows = message_passing.bench_op(graph, 16, True, 10.0, args, backward=True)
+    assert {row["impl"] for row in rows} == {"torch eager", "zoo torch"}
+    assert all(row["pass"] == "backward" and row["gbs"] > 0 for row in rows)
+    rows += message_passing.bench_op(graph, 16, True, 10.0, args)
+    results = {"device_name": "cpu", "torch": "x", "threads": 1, "runs": 2, "warmup": 1, "copy_gbs": 10.0}
+    table = message_passing.markdown({**results, "rows": rows})
+    for direction in ("backward", "forward"):
+        assert f"| tiny | {graph.num_edges} | 16 | 2 | {direction} | zoo torch |" in table
 
 
 def test_egnn_official_molecules_are_qm9_sized_and_separated():
