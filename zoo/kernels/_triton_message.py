@@ -241,6 +241,60 @@ def _target_rows(p_ptr, target, mask_e, cols, mask_cols, stride_p, COMPUTE: tl.c
 
 
 @triton.jit
+def _pre_activations(
+    pre,
+    q_ptr,
+    e_ptr,
+    we_ptr,
+    source,
+    offs_e,
+    mask_e,
+    cols,
+    mask_cols,
+    stride_q,
+    stride_e,
+    stride_we,
+    D,
+    EDGE_MODE: tl.constexpr,
+    D_LOOP: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):
+    """First-layer pre-activations :math:`P_i + Q_j + e_{ij} W_e^\\top` ``[BLOCK_E, width]`` of a block of edges from
+    ``pre``, the target projections ``P_i`` (``[BLOCK_E, width]``, or one row ``[1, width]`` shared by the block)."""
+    mask = mask_e[:, None] & mask_cols[None, :]
+    pre = pre + tl.load(q_ptr + source[:, None] * stride_q + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
+    if EDGE_MODE == 1:
+        for d in tl.static_range(D_LOOP):
+            e_d = tl.load(e_ptr + offs_e * stride_e + d, mask=mask_e, other=0.0).to(COMPUTE)
+            w_d = tl.load(we_ptr + cols * stride_we + d, mask=mask_cols, other=0.0).to(COMPUTE)
+            pre += e_d[:, None] * w_d[None, :]
+    elif EDGE_MODE == 2:
+        offs_d = tl.arange(0, BLOCK_D)
+        mask_d = offs_d < D
+        e = tl.load(e_ptr + offs_e[:, None] * stride_e + offs_d[None, :], mask=mask_e[:, None] & mask_d[None, :])
+        we = tl.load(we_ptr + cols[None, :] * stride_we + offs_d[:, None], mask=mask_cols[None, :] & mask_d[:, None])
+        pre += tl.dot(e, we, input_precision=PRECISION, out_dtype=COMPUTE)
+    return pre
+
+
+@triton.jit
+def _mlp_tail(
+    pre, w2, b2, TWO_LAYER: tl.constexpr, HAS_B2: tl.constexpr, ACT: tl.constexpr, PRECISION: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):  # fmt: skip
+    """``(z, message)``: the input of the last activation (``pre`` for one-layer messages) and the messages."""
+    if TWO_LAYER:
+        z = tl.dot(_activation(pre, ACT).to(w2.dtype), w2, input_precision=PRECISION, out_dtype=COMPUTE)
+        if HAS_B2:
+            z += b2[None, :]
+    else:
+        z = pre
+    return z, _activation(z, ACT)
+
+
+@triton.jit
 def _messages(
     pre,
     q_ptr,
@@ -268,26 +322,12 @@ def _messages(
 ):
     """Messages ``[BLOCK_E, width]`` of a block of edges (``width``: BLOCK_O columns, or BLOCK_H one-layer) from
     ``pre``, the target projections ``P_i`` (``[BLOCK_E, width]``, or one row ``[1, width]`` shared by the block)."""
-    mask = mask_e[:, None] & mask_cols[None, :]
-    pre = pre + tl.load(q_ptr + source[:, None] * stride_q + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
-    if EDGE_MODE == 1:
-        for d in tl.static_range(D_LOOP):
-            e_d = tl.load(e_ptr + offs_e * stride_e + d, mask=mask_e, other=0.0).to(COMPUTE)
-            w_d = tl.load(we_ptr + cols * stride_we + d, mask=mask_cols, other=0.0).to(COMPUTE)
-            pre += e_d[:, None] * w_d[None, :]
-    elif EDGE_MODE == 2:
-        offs_d = tl.arange(0, BLOCK_D)
-        mask_d = offs_d < D
-        e = tl.load(e_ptr + offs_e[:, None] * stride_e + offs_d[None, :], mask=mask_e[:, None] & mask_d[None, :])
-        we = tl.load(we_ptr + cols[None, :] * stride_we + offs_d[:, None], mask=mask_cols[None, :] & mask_d[:, None])
-        pre += tl.dot(e, we, input_precision=PRECISION, out_dtype=COMPUTE)
-    hidden = _activation(pre, ACT)
-    if TWO_LAYER:
-        z = tl.dot(hidden.to(w2.dtype), w2, input_precision=PRECISION, out_dtype=COMPUTE)
-        if HAS_B2:
-            z += b2[None, :]
-        hidden = _activation(z, ACT)
-    return hidden
+    pre = _pre_activations(
+        pre, q_ptr, e_ptr, we_ptr, source, offs_e, mask_e, cols, mask_cols, stride_q, stride_e, stride_we, D,
+        EDGE_MODE, D_LOOP, BLOCK_D, PRECISION, COMPUTE,
+    )  # fmt: skip
+    _, message = _mlp_tail(pre, w2, b2, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE)
+    return message
 
 
 @triton.jit
@@ -618,33 +658,12 @@ def _csr_backward_kernel(
                 mask_e = offs_e < edge_stop
                 mask = mask_e[:, None] & mask_cols[None, :]
                 source = tl.load(source_ptr + offs_e, mask=mask_e, other=0)
-                q = tl.load(q_ptr + source[:, None] * stride_q + cols[None, :], mask=mask, other=0.0).to(COMPUTE)
-                pre = p_row[None, :] + q
-                if EDGE_MODE == 1:
-                    for d in tl.static_range(D_LOOP):
-                        e_d = tl.load(e_ptr + offs_e * stride_e + d, mask=mask_e, other=0.0).to(COMPUTE)
-                        w_d = tl.load(we_ptr + cols * stride_we + d, mask=mask_cols, other=0.0).to(COMPUTE)
-                        pre += e_d[:, None] * w_d[None, :]
-                elif EDGE_MODE == 2:
-                    offs_d = tl.arange(0, BLOCK_D)
-                    mask_d = offs_d < D
-                    e = tl.load(
-                        e_ptr + offs_e[:, None] * stride_e + offs_d[None, :], mask=mask_e[:, None] & mask_d[None, :]
-                    )
-                    we_t = tl.load(
-                        we_ptr + cols[None, :] * stride_we + offs_d[:, None], mask=mask_cols[None, :] & mask_d[:, None]
-                    )
-                    pre += tl.dot(e, we_t, input_precision=PRECISION, out_dtype=COMPUTE)
+                pre = _pre_activations(
+                    p_row[None, :], q_ptr, e_ptr, we_ptr, source, offs_e, mask_e, cols, mask_cols,
+                    stride_q, stride_e, stride_we, D, EDGE_MODE, D_LOOP, BLOCK_D, PRECISION, COMPUTE,
+                )  # fmt: skip
+                z, message = _mlp_tail(pre, w2, b2, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE)
                 grad = tl.zeros([BLOCK_E, BLOCK_O], dtype=COMPUTE) + grad_row[None, :]
-                if TWO_LAYER:
-                    hidden = _activation(pre, ACT)
-                    z = tl.dot(hidden.to(w2.dtype), w2, input_precision=PRECISION, out_dtype=COMPUTE)
-                    if HAS_B2:
-                        z += b2[None, :]
-                    message = _activation(z, ACT)
-                else:
-                    z = pre
-                    message = _activation(pre, ACT)
                 if HAS_GATE or HAS_WEIGHT:
                     # m -> s m with s = sigmoid(m . w_g + b_g) * w: dL/dm = s g + dL/dlogit w_g
                     inner = tl.sum(grad * message, axis=1)
