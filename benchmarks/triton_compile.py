@@ -128,7 +128,12 @@ def _message(variant: Variant, edge_index: torch.Tensor, num_nodes: int, generat
         if not variant.backward:
             _triton_message.ENGINE.forward(inputs, plan, "silu")
             return
-        # the gradients of forces by autograd with frozen weights: P, Q, edge features, edge weights
+        # the gradients of forces by autograd with frozen weights: P, Q, edge features, edge weights; the sources
+        # sorted through a permutation as build_csr leaves them on CUDA (their sums: _segment_rows_kernel)
+        source = edge_index[0]
+        perm = torch.argsort(source, stable=True)
+        sources = Segments(source, num_nodes, _row_pointers(source[perm], num_nodes), perm)
+        plan = dataclasses.replace(plan, sources=sources)
         needs = (True, True, edge_attr is not None, False, False, False, False, False, variant.gated)
         grad_out = torch.randn(num_nodes, hidden, generator=generator).to(variant.dtype)
         _triton_message.ENGINE.backward(grad_out, inputs, plan, "silu", needs)

@@ -38,6 +38,7 @@ def test_default_kernels_compile_for_sm90_without_spills(quick_report):
         "_csr_forward_kernel",
         "_atomic_forward_kernel",
         "_csr_backward_kernel",
+        "_segment_rows_kernel",
         "_gather_rotate_kernel",
         "_rotate_back_sum_kernel",
     }

@@ -89,6 +89,39 @@ def test_gate_and_edge_weight(layout, out, gate_bias, with_gate, with_weight, re
         torch.testing.assert_close(g, w, **TOLERANCES[torch.float64])
 
 
+def _cuda_like_csr(edge_index: torch.Tensor, num_nodes: int):
+    """The receiver-sorted view as build_csr makes it on CUDA: the sources with row pointers and the permutation
+    that sorts them (on CPU build_csr leaves them unsorted, for scatter_add_)."""
+    from zoo.kernels.segment import CSRGraph, Segments, _row_pointers
+
+    csr = build_csr(edge_index, num_nodes)
+    source = csr.sources.index
+    perm = torch.argsort(source, stable=True)
+    sources = Segments(source, num_nodes, ptr=_row_pointers(source[perm], num_nodes), perm=perm)
+    return CSRGraph(csr.edge_index, num_nodes, csr.targets, sources)
+
+
+@pytest.mark.parametrize(("hidden", "with_perm"), [(40, True), (200, True), (24, False)])
+def test_segment_rows_sum(hidden, with_perm):
+    """Sums of rows over segments through the sorting permutation (or over sorted rows), widths that need masking
+    and two column tiles (H = 200), nodes without edges: equal to index_add_ within rounding, bitwise repeatable."""
+    from zoo.kernels._triton_message import segment_rows_sum
+    from zoo.kernels.segment import Segments, _row_pointers
+
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randint(0, 17, (90,), generator=generator)
+    index[index == 3] = 4  # node 3 has no edges
+    if not with_perm:
+        index = index.sort().values
+    src = torch.randn(90, hidden, generator=generator, dtype=torch.float64)
+    perm = torch.argsort(index, stable=True) if with_perm else None
+    segments = Segments(index, 20, ptr=_row_pointers(index if perm is None else index[perm], 20), perm=perm)
+    got = segment_rows_sum(src, segments)
+    expected = torch.zeros(20, hidden, dtype=torch.float64).index_add_(0, index, src)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert torch.equal(got, segment_rows_sum(src, segments)) and not got[3].any() and not got[17:].any()
+
+
 def _launched_kernels(monkeypatch) -> list[str]:
     """The names of the Triton kernels the message engine launches from now on."""
     from zoo.kernels import _triton_message
@@ -105,17 +138,17 @@ def _launched_kernels(monkeypatch) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "edge_dim", "out", "act", "with_gate", "with_weight", "reduce", "needs_h"),
+    ("dtype", "edge_dim", "out", "act", "with_gate", "with_weight", "reduce", "needs_h", "cuda_like"),
     [
-        (torch.float64, 0, None, nn.SiLU, False, False, "sum", True),
-        (torch.float64, 2, 12, nn.SiLU, True, True, "sum", True),  # EGNN: two-layer, gate, envelope weights
-        (torch.float64, 20, None, nn.ReLU, True, False, "mean", True),  # edge features by tl.dot
-        (torch.float64, 20, 16, nn.SiLU, False, True, "sum", False),  # only edge features and weights need grads
-        (torch.float32, 1, 24, nn.SiLU, True, True, "sum", True),
+        (torch.float64, 0, None, nn.SiLU, False, False, "sum", True, True),
+        (torch.float64, 2, 12, nn.SiLU, True, True, "sum", True, True),  # EGNN: two-layer, gate, envelope weights
+        (torch.float64, 20, None, nn.ReLU, True, False, "mean", True, False),  # edge features by tl.dot
+        (torch.float64, 20, 16, nn.SiLU, False, True, "sum", False, False),  # only edge features and weights
+        (torch.float32, 1, 24, nn.SiLU, True, True, "sum", True, False),
     ],
 )
 def test_input_gradients_by_the_backward_kernel(
-    monkeypatch, dtype, edge_dim, out, act, with_gate, with_weight, reduce, needs_h
+    monkeypatch, dtype, edge_dim, out, act, with_gate, with_weight, reduce, needs_h, cuda_like
 ):
     """With the MLP's weights frozen (forces by autograd in the calculator), the CSR backward runs in one Triton
     kernel: gradients of node features, edge features and edge weights equal the reference, bitwise repeatable;
@@ -138,11 +171,12 @@ def test_input_gradients_by_the_backward_kernel(
     expected = message_aggregate_reference(h, edge_index, edge_attr, mlp, **kwargs)
     grad = torch.randn_like(expected)
     want = torch.autograd.grad(expected, inputs, grad)
-    csr = build_csr(edge_index, 29)
+    csr = _cuda_like_csr(edge_index, 29) if cuda_like else build_csr(edge_index, 29)
     launched = _launched_kernels(monkeypatch)
     got = message_aggregate(h, csr, edge_attr, mlp, backend="triton", **kwargs)
     first = torch.autograd.grad(got, inputs, grad)
-    assert launched == ["_csr_segment_kernel", "_csr_backward_kernel"]
+    source_sums = ["_segment_rows_kernel"] if cuda_like and needs_h else []
+    assert launched == ["_csr_segment_kernel", "_csr_backward_kernel", *source_sums]
     for g, w in zip(first, want, strict=True):
         torch.testing.assert_close(g, w, **TOLERANCES[dtype])
     again = torch.autograd.grad(message_aggregate(h, csr, edge_attr, mlp, backend="triton", **kwargs), inputs, grad)
@@ -157,7 +191,7 @@ def test_input_gradients_by_the_backward_kernel(
     launched.clear()
     got = message_aggregate(h, csr, edge_attr, mlp, backend="triton", **kwargs)
     *grads, grad_weight = torch.autograd.grad(got, [*inputs, mlp[0].weight], grad)
-    backward = ["_csr_backward_kernel"] if edge_attr is None else []
+    backward = ["_csr_backward_kernel", *source_sums] if edge_attr is None else []
     assert launched == ["_csr_segment_kernel", *backward]
     for g, w in zip([*grads, grad_weight], [*want, *want_weight], strict=True):
         torch.testing.assert_close(g, w, **TOLERANCES[dtype])

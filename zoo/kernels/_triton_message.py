@@ -49,9 +49,18 @@ from torch import Tensor
 from zoo.kernels._triton_launch import launch
 from zoo.kernels.backends import KernelError
 from zoo.kernels.message import _EAGER, Grads, Inputs, _Plan
-from zoo.kernels.segment import _segment_sum_impl
+from zoo.kernels.segment import Segments, _segment_sum_impl
 
-__all__ = ["ENGINE", "REDUCTIONS", "LaunchConfig", "Tiles", "backward_tiles", "launch_config", "resolve_config"]
+__all__ = [
+    "ENGINE",
+    "REDUCTIONS",
+    "LaunchConfig",
+    "Tiles",
+    "backward_tiles",
+    "launch_config",
+    "resolve_config",
+    "segment_rows_sum",
+]
 
 _ACT_CODES = {"silu": 0, "relu": 1}
 # Edge features up to this width are applied by an unrolled loop of outer products; wider ones by tl.dot.
@@ -717,6 +726,50 @@ def _csr_backward_kernel(
                 tl.store(grad_p_ptr + row * H + cols, tl.sum(acc, axis=0), mask=mask_cols)
 
 
+@triton.jit
+def _segment_rows_kernel(
+    src_ptr, perm_ptr, ptr_ptr, out_ptr, H, HAS_PERM: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr
+):  # fmt: skip
+    """``out[n] = sum of src[perm[k]]`` over the sorted positions ``k`` of segment ``n`` (``src [E, H]``
+    contiguous): one program per segment and tile of columns, rows gathered through the permutation (no
+    permuted copy of ``src``), summed in a fixed order."""
+    node = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask_cols = cols < H
+    start = tl.load(ptr_ptr + node)
+    stop = tl.load(ptr_ptr + node + 1)
+    acc = tl.zeros([BLOCK_E, BLOCK_H], dtype=out_ptr.dtype.element_ty)
+    for first in range(start, stop, BLOCK_E):
+        positions = first + tl.arange(0, BLOCK_E)
+        mask_e = positions < stop
+        if HAS_PERM:
+            rows = tl.load(perm_ptr + positions, mask=mask_e, other=0)
+        else:
+            rows = positions
+        mask = mask_e[:, None] & mask_cols[None, :]
+        acc += tl.load(src_ptr + rows[:, None] * H + cols[None, :], mask=mask, other=0.0)
+    tl.store(out_ptr + node * H + cols, tl.sum(acc, axis=0), mask=mask_cols)
+
+
+def segment_rows_sum(src: Tensor, segments: Segments) -> Tensor:
+    """``[N, H]`` sums of the rows of ``src [E, H]`` over ``segments`` by :func:`_segment_rows_kernel` when the
+    segments have row pointers (on CUDA, the sources of a receiver-sorted graph: through their sorting permutation);
+    otherwise :func:`zoo.kernels.segment._segment_sum_impl`. Bitwise repeatable either way."""
+    if segments.ptr is None or src.shape[0] == 0 or segments.num_segments == 0:
+        return _segment_sum_impl(src, segments)
+    src = src.contiguous()
+    hidden = src.shape[1]
+    out = src.new_empty(segments.num_segments, hidden)
+    block_h = min(128, max(16, triton.next_power_of_2(hidden)))
+    perm = segments.perm
+    launch(
+        _segment_rows_kernel, (segments.num_segments, triton.cdiv(hidden, block_h)),
+        src, src if perm is None else perm, segments.ptr, out, hidden,
+        HAS_PERM=perm is not None, BLOCK_E=32, BLOCK_H=block_h, num_warps=4,
+    )  # fmt: skip
+    return out
+
+
 def _precision(dtype: torch.dtype) -> tuple[str, str]:
     """(precision of the second Linear, precision of the one-hot reduction) for ``tl.dot``."""
     if dtype == torch.float64:
@@ -871,7 +924,7 @@ class _TritonEngine:
             ROWS=tiles.block_n,
             num_warps=tiles.num_warps,
         )  # fmt: skip
-        grad_q = None if grad_pre is None else _segment_sum_impl(grad_pre, plan.sources)
+        grad_q = None if grad_pre is None else segment_rows_sum(grad_pre, plan.sources)
         return (
             None if grad_p is None else grad_p.to(p.dtype),
             None if grad_q is None else grad_q.to(q.dtype),
