@@ -13,7 +13,8 @@ argument specialisation Triton's JIT gives the same call on a GPU, through Trito
 Variants: the message kernels (CSR segment and one-hot reductions, atomic) for float32 / float64 / bfloat16,
 one- and two-layer MLPs, EGNN's two-layer MLP with attention gate and edge weights, edge features by loop
 (D = 1), by ``tl.dot`` (D = 20) and none, at H = 64, 128, 256 (``--quick``: H = 128, D = 1); the CSR input-gradient
-kernel (forces with frozen weights) for the same dtypes and MLPs; the SO(2) rotations
+kernel (forces with frozen weights; with the weights' gradients for EGNN's MLP) for the same dtypes and MLPs; the
+SO(2) rotations
 for eSCN/EquiformerV2 shapes (K = 49 coefficients, 29 rows after m-truncation, 128 channels), sorted and
 unsorted targets. What it cannot show is speed: that is
 ``benchmarks/triton_sweep.py`` on a GPU.
@@ -47,7 +48,8 @@ class Variant:
     edge_dim: int = 1
     two_layer: bool = False
     gated: bool = False  # EGNN's attention gate and cutoff-envelope edge weights (egnn-qm9, egnn-potential)
-    backward: bool = False  # message: the CSR input-gradient kernel (forces with frozen weights) instead of forward
+    backward: bool = False  # message: the CSR backward kernel (forces with frozen weights) instead of forward
+    weight_grads: bool = False  # backward: the weights' gradients too (training on energies)
 
     @property
     def name(self) -> str:
@@ -56,7 +58,7 @@ class Variant:
             return f"so2 {self.layout} {dtype}"
         layout = self.layout if self.layout == "atomic" else f"csr-{self.reduction or 'default'}"
         layers = f"{'two' if self.two_layer else 'one'}-layer{' gated+weighted' if self.gated else ''}"
-        direction = " backward" if self.backward else ""
+        direction = (" backward+weights" if self.weight_grads else " backward") if self.backward else ""
         return f"message {layout}{direction} {dtype} H={self.hidden} D={self.edge_dim} {layers}"
 
 
@@ -79,6 +81,7 @@ def variants(quick: bool = False) -> Iterator[Variant]:
         for two_layer, gated in ((False, False), (True, False), (True, True)):
             if not (quick and two_layer and not gated):
                 yield Variant("message", dtype, two_layer=two_layer, gated=gated, backward=True)
+        yield Variant("message", dtype, two_layer=True, gated=True, backward=True, weight_grads=True)
     if not quick:
         for hidden in (64, 256):
             yield Variant("message", torch.float32, hidden=hidden)
@@ -134,7 +137,8 @@ def _message(variant: Variant, edge_index: torch.Tensor, num_nodes: int, generat
         perm = torch.argsort(source, stable=True)
         sources = Segments(source, num_nodes, _row_pointers(source[perm], num_nodes), perm)
         plan = dataclasses.replace(plan, sources=sources)
-        needs = (True, True, edge_attr is not None, False, False, False, False, False, variant.gated)
+        trains = variant.weight_grads
+        needs = (True, True, edge_attr is not None, trains, trains, trains, trains, trains, variant.gated)
         grad_out = torch.randn(num_nodes, hidden, generator=generator).to(variant.dtype)
         _triton_message.ENGINE.backward(grad_out, inputs, plan, "silu", needs)
 

@@ -38,7 +38,8 @@ class CompileReport:
         arch: the compute capability (``90`` = sm_90).
         constants: the constexpr arguments and launch options it was compiled with.
         registers: registers per thread.
-        spill_bytes: local memory per thread (register spills; 0 when everything fits).
+        spill_bytes: local memory and stack frame per thread (``cuobjdump``'s LOCAL + STACK: register spills,
+            which recent ``ptxas`` puts on the stack; 0 when everything fits in registers).
         shared_bytes: shared memory per program (Triton's allocation: dot operands, reductions, pipelining).
         global_loads: global load instructions in the SASS by kind and width (``"LDG.E.128"``: 16-byte vector
             loads into registers; ``"LDGSTS..."``: asynchronous copies into shared memory, Triton's pipelining).
@@ -137,7 +138,7 @@ def compile_for(kernel: triton.JITFunction, arch: int, *args: Any, **kwargs: Any
         arch=arch,
         constants={key: str(value) for key, value in constants.items()},
         registers=usage["REG"],
-        spill_bytes=usage["LOCAL"],
+        spill_bytes=usage.get("LOCAL", 0) + usage.get("STACK", 0),
         shared_bytes=int(compiled.metadata.shared),
         global_loads=loads,
     )

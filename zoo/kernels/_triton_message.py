@@ -147,7 +147,14 @@ class Tiles:
 
 
 def resolve_config(
-    config: LaunchConfig, hidden: int, width: int, *, two_layer: bool, element_size: int = 4, gated: bool = False
+    config: LaunchConfig,
+    hidden: int,
+    width: int,
+    *,
+    two_layer: bool,
+    element_size: int = 4,
+    gated: bool = False,
+    edge_dim: int = 1,
 ) -> Tiles:
     """The tiles a call with ``hidden`` features and ``width`` output columns runs with under ``config``.
 
@@ -156,6 +163,10 @@ def resolve_config(
     a program may have on every CUDA GPU since Ampere (benchmarks/triton_compile.py reports the figures).
     A ``gated`` message (EGNN's attention) needs the whole message row in one program: ``block_o`` is the padded
     width (for two-layer float64 messages wider than 64 that exceeds the 64 KiB, which sm_80 and sm_90 hold).
+    Edge steps default to 32 edges, 16 for two-layer messages and for edge features applied by ``tl.dot``
+    (``edge_dim`` > 16): the exact (FMA) products of those keep whole rows of both operands per thread, and at 32
+    edges ``ptxas`` spills registers (``benchmarks/triton_compile.py`` shows it; 16 does not, in float32 and
+    bfloat16).
 
     Raises:
         KernelError: ``config.block_o`` narrower than a gated message.
@@ -179,7 +190,7 @@ def resolve_config(
         reduction=reduction,
         block_h=block_h,
         block_o=block_o,
-        block_e=config.block_e or 32,
+        block_e=config.block_e or (16 if two_layer or edge_dim > _EDGE_LOOP_MAX else 32),
         block_n=block_n,
         num_warps=config.num_warps or (8 if block_h * block_o >= 128 * 64 else 4),
         num_stages=config.num_stages or 1,
@@ -190,18 +201,23 @@ def resolve_config(
 def backward_tiles(hidden: int, width: int, *, two_layer: bool, element_size: int = 4) -> Tiles | None:
     """The tiles of :func:`_csr_backward_kernel` for a call, or ``None`` when its rows are too wide for one program
     (every column in one program; two-layer: a ``W_2`` tile of at most 64 KiB, as :func:`resolve_config`;
-    one-layer: at most 256 columns). The PyTorch engine takes those calls."""
+    one-layer: at most 256 columns). The PyTorch engine takes those calls. 16 edges per step; 16 warps for
+    float32 two-layer messages of 128 x 128 and more (at 8, ``ptxas`` spills registers on sm_90)."""
     block_h = max(16, triton.next_power_of_2(hidden))
     block_o = max(16, triton.next_power_of_2(width)) if two_layer else block_h
     if (two_layer and block_h * block_o * element_size > 65536) or block_h > 256:
         return None
+    if two_layer and element_size == 4 and block_h * block_o >= 128 * 128:
+        num_warps = 16
+    else:
+        num_warps = 8 if block_h * block_o >= 128 * 64 else 4
     return Tiles(
         reduction="segment",
         block_h=block_h,
         block_o=block_o,
         block_e=16,
         block_n=16 if two_layer else 1,
-        num_warps=8 if block_h * block_o >= 128 * 64 else 4,
+        num_warps=num_warps,
         num_stages=1,
         exact_sums=True,
     )
@@ -611,6 +627,10 @@ def _csr_backward_kernel(
     grad_pre_ptr,
     grad_e_ptr,
     grad_ew_ptr,
+    hidden_ptr,
+    grad_z_ptr,
+    row_gate_ptr,
+    row_bias_ptr,
     N,
     H,
     H2,
@@ -633,6 +653,9 @@ def _csr_backward_kernel(
     STORE_PRE: tl.constexpr,
     NEED_E: tl.constexpr,
     NEED_WEIGHT: tl.constexpr,
+    STORE_HIDDEN: tl.constexpr,
+    STORE_GRAD_Z: tl.constexpr,
+    NEED_GATE: tl.constexpr,
     ACT: tl.constexpr,
     PRECISION: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -644,8 +667,10 @@ def _csr_backward_kernel(
     """Input gradients of the CSR message sum, per target row: the row's ``dL/d out_i`` and ``P_i`` are loaded once;
     for each block of its edges the messages are recomputed and taken back through the gate and edge weights, the
     second Linear and the activations to ``dL/d pre_ij``, whose row sum is ``dL/dP_i`` (fixed order). Stored per
-    edge when asked: ``dL/d pre`` (summed over sources outside), ``dL/d e_ij`` and ``dL/d w_ij``. A program holds
-    every column (the second Linear's backward and the gate mix them)."""
+    edge when asked: ``dL/d pre`` (summed over sources outside; with the edge features, the edge projection's
+    gradient), ``dL/d e_ij``, ``dL/d w_ij``, and for the second Linear's gradients its input and ``dL/dz``; per
+    target row, the gate's weight and bias gradients summed over the row's edges. A program holds every column
+    (the second Linear's backward and the gate mix them)."""
     cols = tl.arange(0, BLOCK_H)
     mask_cols = cols < H
     out_cols = tl.arange(0, BLOCK_O)
@@ -662,6 +687,8 @@ def _csr_backward_kernel(
             p_row = tl.load(p_ptr + row * stride_p + cols, mask=mask_cols, other=0.0).to(COMPUTE)
             grad_row = tl.load(grad_out_ptr + row * stride_go + out_cols, mask=mask_out_cols, other=0.0).to(COMPUTE)
             acc = tl.zeros([BLOCK_E, BLOCK_H], dtype=COMPUTE)
+            acc_gate = tl.zeros([BLOCK_O], dtype=COMPUTE)  # summed per block of edges: fewer live registers
+            acc_bias = tl.zeros([BLOCK_E], dtype=COMPUTE)
             for start in range(edge_start, edge_stop, BLOCK_E):
                 offs_e = start + tl.arange(0, BLOCK_E)
                 mask_e = offs_e < edge_stop
@@ -672,6 +699,8 @@ def _csr_backward_kernel(
                     stride_q, stride_e, stride_we, D, EDGE_MODE, D_LOOP, BLOCK_D, PRECISION, COMPUTE,
                 )  # fmt: skip
                 z, message = _mlp_tail(pre, w2, b2, TWO_LAYER, HAS_B2, ACT, PRECISION, COMPUTE)
+                if STORE_HIDDEN:  # the second Linear's input, for its weight gradient
+                    tl.store(hidden_ptr + offs_e[:, None] * H + cols[None, :], _activation(pre, ACT), mask=mask)
                 grad = tl.zeros([BLOCK_E, BLOCK_O], dtype=COMPUTE) + grad_row[None, :]
                 if HAS_GATE or HAS_WEIGHT:
                     # m -> s m with s = sigmoid(m . w_g + b_g) * w: dL/dm = s g + dL/dlogit w_g
@@ -687,10 +716,16 @@ def _csr_backward_kernel(
                         scale = scale * weight
                     grad_message = grad * scale[:, None]
                     if HAS_GATE:
-                        grad_logit = inner * scale * (1.0 - gate)
+                        grad_logit = tl.where(mask_e, inner * scale * (1.0 - gate), 0.0)
                         grad_message += grad_logit[:, None] * w_gate[None, :]
+                        if NEED_GATE:
+                            acc_gate += tl.sum(grad_logit[:, None] * message, axis=0)
+                            acc_bias += grad_logit
                     grad = grad_message
                 grad_z = grad * _activation_grad(z, ACT)
+                mask_z = mask_e[:, None] & mask_out_cols[None, :]
+                if STORE_GRAD_Z:
+                    tl.store(grad_z_ptr + offs_e[:, None] * H2 + out_cols[None, :], grad_z, mask=mask_z)
                 if TWO_LAYER:
                     grad_hidden = tl.dot(
                         grad_z.to(w2.dtype), tl.trans(w2), input_precision=PRECISION, out_dtype=COMPUTE
@@ -724,6 +759,9 @@ def _csr_backward_kernel(
                         )
             if NEED_P:
                 tl.store(grad_p_ptr + row * H + cols, tl.sum(acc, axis=0), mask=mask_cols)
+            if NEED_GATE:
+                tl.store(row_gate_ptr + row * H2 + out_cols, acc_gate, mask=mask_out_cols)
+                tl.store(row_bias_ptr + row, tl.sum(acc_bias, axis=0))
 
 
 @triton.jit
@@ -794,7 +832,13 @@ class _TritonEngine:
         edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
         edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
         tiles = resolve_config(
-            _CONFIG, hidden, width, two_layer=w2 is not None, element_size=p.element_size(), gated=w_gate is not None
+            _CONFIG,
+            hidden,
+            width,
+            two_layer=w2 is not None,
+            element_size=p.element_size(),
+            gated=w_gate is not None,
+            edge_dim=edge_dim,
         )
         block_h, block_o = tiles.block_h, tiles.block_o
         precision, sum_precision = _precision(p.dtype)
@@ -868,37 +912,52 @@ class _TritonEngine:
         return out.to(p.dtype)
 
     def backward(self, grad_out: Tensor, inputs: Inputs, plan: _Plan, act: str, needs: tuple[bool, ...]) -> Grads:
-        """Input gradients (``P, Q``, edge features, edge weights: forces by autograd, frozen weights) of a CSR
-        call by :func:`_csr_backward_kernel`; anything else (gradients of the MLP's own weights, the atomic layout,
-        rows too wide for one program) by the PyTorch engine."""
+        """First derivatives of a CSR call by :func:`_csr_backward_kernel` (one program per target row) and
+        reductions of what it stores: the sums over sources by :func:`segment_rows_sum`, the weight gradients by a
+        product over edges (edge projection, second Linear) or a sum over rows (gate). The atomic layout and rows
+        too wide for one program go through the PyTorch engine."""
         p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = inputs
         hidden = p.shape[1]
         width = hidden if w2 is None else w2.shape[0]
         tiles = backward_tiles(hidden, width, two_layer=w2 is not None, element_size=p.element_size())
-        if plan.layout != "csr" or any(needs[3:8]) or tiles is None or plan.num_edges == 0 or plan.num_nodes == 0:
+        if plan.layout != "csr" or tiles is None or plan.num_edges == 0 or plan.num_nodes == 0:
             return _EAGER.backward(grad_out, inputs, plan, act, needs)
         p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = (
             None if t is None else t.contiguous() for t in inputs
         )
         grad_out = grad_out.contiguous()
-        block_h, block_o = tiles.block_h, tiles.block_o
         accumulate = torch.float64 if p.dtype == torch.float64 else torch.float32
         edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
         edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
         need_e = needs[2] and edge_attr is not None
+        need_w_edge = needs[3] and edge_attr is not None
         need_weight = needs[8] and weight is not None
+        need_gate = (needs[6] or needs[7]) and w_gate is not None
+        store_grad_z = (needs[4] or needs[5]) and w2 is not None
+        num_edges, num_nodes = plan.num_edges, plan.num_nodes
+
+        def buffer(needed: bool, *shape: int) -> Tensor | None:
+            return p.new_empty(*shape, dtype=accumulate) if needed else None
+
+        grad_p = buffer(needs[0], num_nodes, hidden)
+        grad_pre = buffer(needs[1] or need_w_edge, num_edges, hidden)
+        grad_e = buffer(need_e, num_edges, edge_dim)
+        grad_weight = buffer(need_weight, num_edges)
+        hidden_out = buffer(needs[4] and w2 is not None, num_edges, hidden)
+        grad_z = buffer(store_grad_z, num_edges, width)
+        row_gate = buffer(need_gate, num_nodes, width)
+        row_bias = buffer(need_gate, num_nodes)
         dummy = p  # never written or read: pointer arguments of disabled features
-        grad_p = p.new_empty(plan.num_nodes, hidden, dtype=accumulate) if needs[0] else None
-        grad_pre = p.new_empty(plan.num_edges, hidden, dtype=accumulate) if needs[1] else None
-        grad_e = edge_attr.new_empty(edge_attr.shape, dtype=accumulate) if need_e else None
-        grad_weight = weight.new_empty(weight.shape, dtype=accumulate) if need_weight else None
         launch(
-            _csr_backward_kernel, (triton.cdiv(plan.num_nodes, tiles.block_n),),
+            _csr_backward_kernel, (triton.cdiv(num_nodes, tiles.block_n),),
             grad_out, p, q,
             *(dummy if t is None else t for t in (edge_attr, w_edge, w2, b2, w_gate, b_gate, weight)),
             plan.targets.ptr, plan.sources.index,
-            *(dummy if t is None else t for t in (grad_p, grad_pre, grad_e, grad_weight)),
-            plan.num_nodes, hidden, width, edge_dim,
+            *(
+                dummy if t is None else t
+                for t in (grad_p, grad_pre, grad_e, grad_weight, hidden_out, grad_z, row_gate, row_bias)
+            ),
+            num_nodes, hidden, width, edge_dim,
             grad_out.stride(0), p.stride(0), q.stride(0),
             0 if edge_attr is None else edge_attr.stride(0),
             0 if w_edge is None else w_edge.stride(0),
@@ -912,29 +971,35 @@ class _TritonEngine:
             HAS_BG=b_gate is not None,
             HAS_WEIGHT=weight is not None,
             NEED_P=needs[0],
-            STORE_PRE=needs[1],
+            STORE_PRE=grad_pre is not None,
             NEED_E=need_e,
             NEED_WEIGHT=need_weight,
+            STORE_HIDDEN=hidden_out is not None,
+            STORE_GRAD_Z=store_grad_z,
+            NEED_GATE=need_gate,
             ACT=_ACT_CODES[act],
             PRECISION=_precision(p.dtype)[0],
             COMPUTE=tl.float64 if p.dtype == torch.float64 else tl.float32,
             BLOCK_E=tiles.block_e,
-            BLOCK_H=block_h,
-            BLOCK_O=block_o,
+            BLOCK_H=tiles.block_h,
+            BLOCK_O=tiles.block_o,
             ROWS=tiles.block_n,
             num_warps=tiles.num_warps,
         )  # fmt: skip
-        grad_q = None if grad_pre is None else segment_rows_sum(grad_pre, plan.sources)
+
+        def cast(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
+            return None if grad is None or like is None else grad.to(like.dtype)
+
         return (
-            None if grad_p is None else grad_p.to(p.dtype),
-            None if grad_q is None else grad_q.to(q.dtype),
-            None if grad_e is None else grad_e.to(edge_attr.dtype),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None if grad_weight is None else grad_weight.to(weight.dtype),
+            cast(grad_p, p),
+            cast(segment_rows_sum(grad_pre, plan.sources) if needs[1] else None, q),
+            cast(grad_e, edge_attr),
+            cast(grad_pre.t() @ edge_attr.to(accumulate) if need_w_edge else None, w_edge),
+            cast(grad_z.t() @ hidden_out if hidden_out is not None else None, w2),
+            cast(grad_z.sum(0) if needs[5] and store_grad_z and b2 is not None else None, b2),
+            cast(row_gate.sum(0) if needs[6] and need_gate else None, w_gate),
+            cast(row_bias.sum().reshape(b_gate.shape) if needs[7] and need_gate else None, b_gate),
+            cast(grad_weight, weight),
         )
 
 
