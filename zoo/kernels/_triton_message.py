@@ -1,4 +1,4 @@
-"""Triton forward kernels of :func:`zoo.kernels.message_aggregate` (imported only for ``backend="triton"``).
+"""Triton kernels of :func:`zoo.kernels.message_aggregate` (imported only for ``backend="triton"``).
 
 Each kernel fuses, per block of edges: the gathers :math:`P_i + Q_j`, the edge term :math:`e_{ij} W_e^\\top`, the
 activation, the second Linear (``tl.dot``) and its activation, EGNN's attention gate
@@ -17,14 +17,14 @@ activation, the second Linear (``tl.dot``) and its activation, EGNN's attention 
 
 The second Linear follows PyTorch's float32 matmul precision (``torch.get_float32_matmul_precision()``:
 "highest" -> exact float32 products, otherwise TF32), as ``torch.nn.functional.linear`` does on CUDA.
-Backward: the input gradients of a CSR call (``P``, ``Q``, edge features, edge weights: what forces by autograd
-need once the weights are frozen, as the ASE calculator and ``zoo.predict`` do, and what a one-layer MLP without
-edge features trains through) come from :func:`_csr_backward_kernel`, one program per target row like the forward:
-messages recomputed per block of edges and taken back through the gate, the second Linear and the activations;
-``dL/dP_i`` summed in the program in a fixed order, ``dL/d pre`` stored per edge and summed over sources by the
-receiver-sorted source segments (bitwise repeatable). Gradients of weights inside the kernel (edge projection,
-second Linear, gate), the atomic layout, rows too wide for one program and every second derivative
-(``create_graph=True``) go through the PyTorch engine (:mod:`zoo.kernels.message`), so gradients of any order work.
+Backward (CSR): :func:`_csr_backward_kernel`, one program per target row like the forward, recomputes each block
+of messages and takes it back through the gate and edge weights, the second Linear and the activations;
+``dL/dP_i`` is summed in the program in a fixed order, ``dL/d pre`` stored once per edge and summed over sources
+by :func:`_segment_rows_kernel` through the sources' sorting permutation; the weights' gradients are reduced from
+what the kernel stores (bitwise repeatable). It serves forces with frozen weights (the ASE calculator,
+``zoo.predict``) and training on energies. Second derivatives (``create_graph=True``: training on forces), the
+atomic layout and rows too wide for one program use the PyTorch engine (:mod:`zoo.kernels.message`), so gradients
+of any order work.
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors in Triton's interpreter (for tests).
 
 Measured on an H100 in session 1 (benchmarks/README.md), before the segment reduction existed: the one-layer
@@ -79,7 +79,8 @@ class LaunchConfig:
         block_n: CSR: target rows per program, a power of two. One-hot: rows reduced together (>= 16, default
             16). Segment: rows walked one after another by a program, sharing its tile of ``W_2`` (default 1
             for one-layer messages, 16 for two-layer ones).
-        block_e: edges per step of the edge loop (default 32).
+        block_e: edges per step of the edge loop (default 32; 16 for two-layer messages and edge features
+            wider than 16, see :func:`resolve_config`).
         block_o: output columns per program (default: the padded width, at most 128 for one-layer messages).
         num_warps: warps per program (default 8 for tiles of >= 128 x 64 elements, else 4).
         num_stages: software-pipelining depth of the CSR edge loop (default 1: no pipelining).

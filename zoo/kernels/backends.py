@@ -6,7 +6,8 @@ backend            what runs
 ``"torch"``        eager PyTorch, edges processed in cache-sized chunks on CPU (no ``[E, H]`` tensor is kept
                    for backward: it is recomputed); any device and float dtype.
 ``"compile"``      the same chunks through ``torch.compile`` (Inductor fuses gather + add + activation).
-``"triton"``       a fused Triton forward kernel (CUDA, or CPU under ``TRITON_INTERPRET=1`` for tests).
+``"triton"``       fused Triton kernels, forward and (CSR) backward (CUDA, or CPU under ``TRITON_INTERPRET=1``
+                   for tests).
 ``"torch_scatter"`` gathers in PyTorch, reductions by ``torch_scatter`` (optional: ``pip install
                    zoo[scatter]``).
 ``"auto"``         ``"triton"`` for CUDA tensors and a one-layer MLP (no gate, no edge weights) when Triton is
