@@ -42,8 +42,8 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   python3 -m benchmarks.message_passing --device cuda --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log"
   bench=${PIPESTATUS[0]}
 fi
-# Tile sizes / launch options of the Triton message kernels, coordinate search (about 5 minutes; SKIP_SWEEP=1
-# leaves it out, e.g. where one call may not run past 10 minutes: then run it alone, same command).
+# Tile sizes / launch options of the Triton message kernels, forward and backward, coordinate search (about 5-7
+# minutes; SKIP_SWEEP=1 leaves it out, e.g. where one call may not run past 10 minutes: then run it alone).
 if [ "${SKIP_SWEEP:-0}" != 1 ]; then
   python3 -m benchmarks.triton_sweep --out "$OUT/sweep" 2>&1 | tee "$OUT/sweep.log"
   sweep=${PIPESTATUS[0]}

@@ -4,10 +4,12 @@ bring the fused forward closest to the memory-bandwidth roofline on this GPU.
     python -m benchmarks.triton_sweep --out out/gpu/sweep            # CUDA (bash benchmarks/gpu.sh runs it)
     TRITON_INTERPRET=1 python -m benchmarks.triton_sweep --device cpu --quick --out out/sweep-smoke
 
-For every workload (default ``bulk-10k`` and ``bulk-64k``, H = 128), layout (``csr``, ``atomic``) and message
-MLP (one Linear + SiLU; ``--two-layer`` adds the two-layer form) it runs a coordinate search over
-:class:`zoo.kernels._triton_message.LaunchConfig`: starting from the defaults, each field in turn takes each of
-its candidate values with the others held at the best so far, for ``--passes`` passes. Every configuration is
+For every workload (default ``bulk-10k`` and ``bulk-64k``, H = 128), layout (``csr``, ``atomic``, and
+``csr-backward``: the backward kernel for the input gradients, as forces take them, over ``block_e``, ``block_n``
+and ``num_warps``) and message MLP (one Linear + SiLU; ``--two-layer`` adds the two-layer form) it runs a
+coordinate search over :class:`zoo.kernels._triton_message.LaunchConfig`: starting from the defaults, each field
+in turn takes each of its candidate values with the others held at the best so far, for ``--passes`` passes.
+Every configuration is
 
 - checked: its output against the ``torch`` backend (largest difference relative to the largest output, must
   stay below 1e-4 in float32), and for CSR computed twice and compared bitwise;
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from benchmarks.message_passing import copy_bandwidth, measure
-from benchmarks.workloads import Graph, bytes_moved, make_graph, write_results
+from benchmarks.workloads import Graph, bytes_moved, bytes_moved_backward, make_graph, write_results
 from zoo.kernels import build_csr, message_aggregate
 from zoo.kernels.message import EdgeMLP, _make_plan, engine_inputs
 
@@ -47,6 +49,12 @@ SPACE: dict[str, tuple[object, ...]] = {
     "num_warps": (2, 4, 8),
     "num_stages": (1, 2, 3, 4),
     "exact_sums": (False, True),
+}
+#: Candidate values for the CSR backward kernel (layout "csr-backward": input gradients, the MLP frozen).
+BACKWARD_SPACE: dict[str, tuple[object, ...]] = {
+    "block_e": (16, 32, 64),
+    "block_n": (1, 2, 4, 16),
+    "num_warps": (4, 8, 16),
 }
 CSR_ONLY = ("reduction", "block_n", "num_stages", "exact_sums")
 ONEHOT_ONLY = ("exact_sums",)  # fields the segment reduction does not use
@@ -63,6 +71,8 @@ def _message_mlp(hidden: int, two_layer: bool, device: torch.device) -> nn.Seque
 
 
 def _space(layout: str) -> dict[str, tuple[object, ...]]:
+    if layout == "csr-backward":
+        return dict(BACKWARD_SPACE)
     return {key: values for key, values in SPACE.items() if layout == "csr" or key not in CSR_ONLY}
 
 
@@ -79,24 +89,50 @@ def _normalise(config: dict[str, object]) -> dict[str, object]:
 def sweep_case(
     graph: Graph, hidden: int, layout: str, two_layer: bool, bandwidth: float, args: argparse.Namespace
 ) -> list[dict]:
-    """Coordinate search over the launch configurations for one case; one row per configuration tried."""
-    from zoo.kernels._triton_message import ENGINE, LaunchConfig, launch_config, resolve_config
+    """Coordinate search over the launch configurations for one case; one row per configuration tried. Layout
+    ``"csr-backward"``: the CSR backward kernel for the input gradients (node and edge features, the MLP frozen:
+    forces), checked against the PyTorch engine's backward."""
+    from zoo.kernels._triton_message import ENGINE, LaunchConfig, backward_tiles, launch_config, resolve_config
+    from zoo.kernels.message import _EAGER
 
     device = graph.pos.device
-    mlp = _message_mlp(hidden, two_layer, device)
+    backward = layout == "csr-backward"
+    mlp = _message_mlp(hidden, two_layer, device).requires_grad_(False)
     generator = torch.Generator(device="cpu").manual_seed(1)
     h = torch.randn(graph.num_nodes, hidden, generator=generator).to(device)
     edge_attr = torch.rand(graph.num_edges, 1, generator=generator).to(device)
-    edges = graph.csr if layout == "csr" else graph.edge_index
+    grad_out = torch.randn(graph.num_nodes, hidden, generator=generator).to(device)
+    edges = graph.edge_index if layout == "atomic" else graph.csr
+    weights = EdgeMLP.from_module(mlp, hidden, 1)
     with torch.no_grad():
-        reference = message_aggregate(h, graph.csr, edge_attr, mlp, backend="torch")
-        weights = EdgeMLP.from_module(mlp, hidden, 1)
         inputs = engine_inputs(h, edge_attr, weights)
-    plan = _make_plan(edges, graph.num_nodes, layout)
-    nbytes = bytes_moved(graph, hidden, h.dtype, two_layer)
+    plan = _make_plan(edges, graph.num_nodes, "atomic" if layout == "atomic" else "csr")
+    needs = (True, True, True, False, False, False, False, False, False)
+
+    def engine_call() -> torch.Tensor:
+        if backward:  # the gradients of P, Q and the edge features, flattened into one tensor to compare
+            return torch.cat([g.flatten() for g in ENGINE.backward(grad_out, inputs, plan, weights.act, needs)[:3]])
+        return ENGINE.forward(inputs, plan, weights.act)
+
+    def whole_call() -> Callable[[], object]:
+        if not backward:
+            return lambda: message_aggregate(h, edges, edge_attr, mlp, backend="triton", layout=layout)
+        leaves = [h.clone().requires_grad_(), edge_attr.clone().requires_grad_()]
+        out = message_aggregate(leaves[0], edges, leaves[1], mlp, backend="triton")
+        return lambda: torch.autograd.grad(out, leaves, grad_out, retain_graph=True)
+
+    with torch.no_grad():
+        if backward:
+            grads = _EAGER.backward(grad_out, inputs, plan, weights.act, needs)[:3]
+            reference = torch.cat([g.flatten() for g in grads])
+            nbytes = bytes_moved_backward(graph, hidden, h.dtype, two_layer)
+            tiles = dataclasses.asdict(backward_tiles(hidden, hidden, two_layer=two_layer))
+        else:
+            reference = message_aggregate(h, graph.csr, edge_attr, mlp, backend="torch")
+            nbytes = bytes_moved(graph, hidden, h.dtype, two_layer)
+            tiles = dataclasses.asdict(resolve_config(LaunchConfig(), hidden, hidden, two_layer=two_layer))
     scale = reference.abs().max().item() or 1.0
     space = _space(layout)
-    tiles = dataclasses.asdict(resolve_config(LaunchConfig(), hidden, hidden, two_layer=two_layer))
     defaults = {key: tiles[key] for key in space}  # what the engine runs without a LaunchConfig
     best = dict(defaults)
     tried: dict[tuple, dict] = {}
@@ -109,16 +145,16 @@ def sweep_case(
         row = {"workload": graph.name, "nodes": graph.num_nodes, "edges": graph.num_edges, "hidden": hidden}
         row.update({"layout": layout, "mlp_layers": 2 if two_layer else 1, "config": dict(config)})
         try:
-            with launch_config(LaunchConfig(**config)), torch.no_grad():
-                kernel: Callable[[], object] = lambda: ENGINE.forward(inputs, plan, weights.act)  # noqa: E731
-                first = kernel()
-                row["rel_error"] = (first - reference).abs().max().item() / scale
-                row["ok"] = row["rel_error"] <= TOLERANCE
-                if layout == "csr":
-                    row["bitwise_repeatable"] = bool(torch.equal(first, kernel()))
-                    row["ok"] = row["ok"] and row["bitwise_repeatable"]
-                whole = lambda: message_aggregate(h, edges, edge_attr, mlp, backend="triton", layout=layout)  # noqa: E731
-                timings = measure({"kernel": kernel, "op": whole}, device, args.runs, args.warmup)
+            with launch_config(LaunchConfig(**config)):
+                with torch.no_grad():
+                    first = engine_call()
+                    row["rel_error"] = (first - reference).abs().max().item() / scale
+                    row["ok"] = row["rel_error"] <= TOLERANCE
+                    if layout != "atomic":
+                        row["bitwise_repeatable"] = bool(torch.equal(first, engine_call()))
+                        row["ok"] = row["ok"] and row["bitwise_repeatable"]
+                fns = {"kernel": torch.no_grad()(engine_call), "op": whole_call()}
+                timings = measure(fns, device, args.runs, args.warmup)
         except Exception as error:  # compile/launch failures of a configuration are results, not crashes
             row.update(ok=False, error=f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
             tried[key] = row
@@ -201,7 +237,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="directory for results.json and results.md")
     parser.add_argument("--workloads", nargs="*", default=["bulk-10k", "bulk-64k"])
     parser.add_argument("--hidden", nargs="*", type=int, default=[128])
-    parser.add_argument("--layouts", nargs="*", default=["csr", "atomic"], choices=["csr", "atomic"])
+    parser.add_argument(
+        "--layouts",
+        nargs="*",
+        default=["csr", "atomic", "csr-backward"],
+        choices=["csr", "atomic", "csr-backward"],
+        help="csr-backward: the backward kernel for the input gradients (forces)",
+    )
     parser.add_argument("--two-layer", action="store_true", help="also sweep the two-layer message MLP")
     parser.add_argument("--runs", type=int, default=30, help="timed calls per configuration (default 30)")
     parser.add_argument("--warmup", type=int, default=3)

@@ -310,8 +310,9 @@ def test_tuning_sweep(monkeypatch):
     _, edge_index, _, _ = make_case(torch.float32, "cpu", 24, 4, 16, 0, 16, None)
     edge_index = edge_index[:, torch.argsort(edge_index[1], stable=True)]
     graph = Graph("tiny", torch.zeros(24, 3), edge_index, build_csr(edge_index, 24))
+    monkeypatch.setattr(triton_sweep, "BACKWARD_SPACE", {"block_e": (16, 32), "num_warps": (2, 4)})
     args = argparse.Namespace(runs=1, warmup=0, passes=1)
-    for layout in ("csr", "atomic"):
+    for layout in ("csr", "atomic", "csr-backward"):
         rows = triton_sweep.sweep_case(graph, 16, layout, False, 1.0, args)
         assert rows and all(row["ok"] for row in rows), rows
         assert sum(row["default"] for row in rows) == 1 and sum(row["best"] for row in rows) == 1
@@ -319,6 +320,9 @@ def test_tuning_sweep(monkeypatch):
         best = next(row for row in rows if row["best"])
         assert best["kernel_ms"] <= default["kernel_ms"]
         assert ("num_stages" in best["config"]) == (layout == "csr")
+        if layout == "csr-backward":  # the backward kernel's own fields, checked against the PyTorch engine
+            assert all(row["bitwise_repeatable"] and set(row["config"]) == {"block_e", "num_warps"} for row in rows)
+            assert {row["config"]["num_warps"] for row in rows} == {2, 4}
         if layout == "csr":
             assert all(row["bitwise_repeatable"] for row in rows)
             # both reductions tried, each launch once; the one-hot one never with fewer than 16 rows per program

@@ -199,11 +199,14 @@ def resolve_config(
     )
 
 
-def backward_tiles(hidden: int, width: int, *, two_layer: bool, element_size: int = 4) -> Tiles | None:
+def backward_tiles(
+    hidden: int, width: int, *, two_layer: bool, element_size: int = 4, config: LaunchConfig = _CONFIG
+) -> Tiles | None:
     """The tiles of :func:`_csr_backward_kernel` for a call, or ``None`` when its rows are too wide for one program
     (every column in one program; two-layer: a ``W_2`` tile of at most 64 KiB, as :func:`resolve_config`;
-    one-layer: at most 256 columns). The PyTorch engine takes those calls. 16 edges per step; 16 warps for
-    float32 two-layer messages of 128 x 128 and more (at 8, ``ptxas`` spills registers on sm_90)."""
+    one-layer: at most 256 columns). The PyTorch engine takes those calls. By default 16 edges per step; 16 warps
+    for float32 two-layer messages of 128 x 128 and more (at 8, ``ptxas`` spills registers on sm_90); ``config``'s
+    ``block_e``, ``block_n`` and ``num_warps`` override them (the tuning sweep)."""
     block_h = max(16, triton.next_power_of_2(hidden))
     block_o = max(16, triton.next_power_of_2(width)) if two_layer else block_h
     if (two_layer and block_h * block_o * element_size > 65536) or block_h > 256:
@@ -216,9 +219,9 @@ def backward_tiles(hidden: int, width: int, *, two_layer: bool, element_size: in
         reduction="segment",
         block_h=block_h,
         block_o=block_o,
-        block_e=16,
-        block_n=16 if two_layer else 1,
-        num_warps=num_warps,
+        block_e=config.block_e or 16,
+        block_n=config.block_n or (16 if two_layer else 1),
+        num_warps=config.num_warps or num_warps,
         num_stages=1,
         exact_sums=True,
     )
@@ -920,7 +923,9 @@ class _TritonEngine:
         p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = inputs
         hidden = p.shape[1]
         width = hidden if w2 is None else w2.shape[0]
-        tiles = backward_tiles(hidden, width, two_layer=w2 is not None, element_size=p.element_size())
+        tiles = backward_tiles(
+            hidden, width, two_layer=w2 is not None, element_size=p.element_size(), config=_CONFIG
+        )
         if plan.layout != "csr" or tiles is None or plan.num_edges == 0 or plan.num_nodes == 0:
             return _EAGER.backward(grad_out, inputs, plan, act, needs)
         p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = (
