@@ -923,9 +923,7 @@ class _TritonEngine:
         p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = inputs
         hidden = p.shape[1]
         width = hidden if w2 is None else w2.shape[0]
-        tiles = backward_tiles(
-            hidden, width, two_layer=w2 is not None, element_size=p.element_size(), config=_CONFIG
-        )
+        tiles = backward_tiles(hidden, width, two_layer=w2 is not None, element_size=p.element_size(), config=_CONFIG)
         if plan.layout != "csr" or tiles is None or plan.num_edges == 0 or plan.num_nodes == 0:
             return _EAGER.backward(grad_out, inputs, plan, act, needs)
         p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = (
