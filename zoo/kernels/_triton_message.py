@@ -821,8 +821,30 @@ def _precision(dtype: torch.dtype) -> tuple[str, str]:
     return "ieee", "tf32x3"
 
 
+def _feature_constants(inputs: Inputs, act: str) -> dict:
+    """The constexpr arguments every message kernel takes from a call's inputs: how edge features are applied,
+    which optional parts (second Linear and its bias, gate and its bias, edge weights) it has, the activation, the
+    second Linear's ``tl.dot`` precision and the compute dtype."""
+    p, _, edge_attr, _, w2, b2, w_gate, b_gate, weight = inputs
+    edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
+    edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
+    return dict(
+        EDGE_MODE=edge_mode,
+        D_LOOP=edge_dim if edge_mode == 1 else 0,
+        BLOCK_D=max(16, triton.next_power_of_2(edge_dim)),
+        TWO_LAYER=w2 is not None,
+        HAS_B2=b2 is not None,
+        HAS_GATE=w_gate is not None,
+        HAS_BG=b_gate is not None,
+        HAS_WEIGHT=weight is not None,
+        ACT=_ACT_CODES[act],
+        PRECISION=_precision(p.dtype)[0],
+        COMPUTE=tl.float64 if p.dtype == torch.float64 else tl.float32,
+    )
+
+
 class _TritonEngine:
-    """Triton forward, PyTorch backward (:data:`zoo.kernels.message._EAGER`)."""
+    """Triton forward and (CSR) backward; the PyTorch engine (:data:`zoo.kernels.message._EAGER`) for the rest."""
 
     def forward(self, inputs: Inputs, plan: _Plan, act: str) -> Tensor:
         p, q, edge_attr, w_edge, w2, b2, w_gate, b_gate, weight = (
@@ -834,7 +856,6 @@ class _TritonEngine:
         if plan.num_edges == 0 or num_nodes == 0:
             return p.new_zeros(num_nodes, width)
         edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
-        edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
         tiles = resolve_config(
             _CONFIG,
             hidden,
@@ -845,22 +866,10 @@ class _TritonEngine:
             edge_dim=edge_dim,
         )
         block_h, block_o = tiles.block_h, tiles.block_o
-        precision, sum_precision = _precision(p.dtype)
-        if tiles.exact_sums:
-            sum_precision = "ieee"
+        sum_precision = "ieee" if tiles.exact_sums else _precision(p.dtype)[1]
         dummy = p  # never read: pointer arguments of disabled features
         common = dict(
-            EDGE_MODE=edge_mode,
-            D_LOOP=edge_dim if edge_mode == 1 else 0,
-            BLOCK_D=max(16, triton.next_power_of_2(edge_dim)),
-            TWO_LAYER=w2 is not None,
-            HAS_B2=b2 is not None,
-            HAS_GATE=w_gate is not None,
-            HAS_BG=b_gate is not None,
-            HAS_WEIGHT=weight is not None,
-            ACT=_ACT_CODES[act],
-            PRECISION=precision,
-            COMPUTE=tl.float64 if p.dtype == torch.float64 else tl.float32,
+            **_feature_constants(inputs, act),
             BLOCK_H=block_h,
             BLOCK_O=block_o,
             BLOCK_E=tiles.block_e,
@@ -932,7 +941,6 @@ class _TritonEngine:
         grad_out = grad_out.contiguous()
         accumulate = torch.float64 if p.dtype == torch.float64 else torch.float32
         edge_dim = 0 if edge_attr is None else edge_attr.shape[1]
-        edge_mode = 0 if edge_dim == 0 else (1 if edge_dim <= _EDGE_LOOP_MAX else 2)
         need_e = needs[2] and edge_attr is not None
         need_w_edge = needs[3] and edge_attr is not None
         need_weight = needs[8] and weight is not None
@@ -966,14 +974,7 @@ class _TritonEngine:
             0 if edge_attr is None else edge_attr.stride(0),
             0 if w_edge is None else w_edge.stride(0),
             0 if w2 is None else w2.stride(0),
-            EDGE_MODE=edge_mode,
-            D_LOOP=edge_dim if edge_mode == 1 else 0,
-            BLOCK_D=max(16, triton.next_power_of_2(edge_dim)),
-            TWO_LAYER=w2 is not None,
-            HAS_B2=b2 is not None,
-            HAS_GATE=w_gate is not None,
-            HAS_BG=b_gate is not None,
-            HAS_WEIGHT=weight is not None,
+            **_feature_constants(inputs, act),
             NEED_P=needs[0],
             STORE_PRE=grad_pre is not None,
             NEED_E=need_e,
@@ -981,9 +982,6 @@ class _TritonEngine:
             STORE_HIDDEN=hidden_out is not None,
             STORE_GRAD_Z=store_grad_z,
             NEED_GATE=need_gate,
-            ACT=_ACT_CODES[act],
-            PRECISION=_precision(p.dtype)[0],
-            COMPUTE=tl.float64 if p.dtype == torch.float64 else tl.float32,
             BLOCK_E=tiles.block_e,
             BLOCK_H=tiles.block_h,
             BLOCK_O=tiles.block_o,
