@@ -7,8 +7,9 @@ The engines (:mod:`zoo.kernels._triton_message`, :mod:`zoo.kernels._triton_so2`)
 inside :func:`zoo.kernels._triton_launch.compile_only`: each launch is compiled for the architecture, with the
 argument specialisation Triton's JIT gives the same call on a GPU, through Triton's whole NVIDIA pipeline and
 ``ptxas``; nothing runs. For every variant the table gives registers per thread, spilled bytes per thread
-(local memory: should be 0), static shared memory and the global loads by width in the SASS (``LDG.E.128``: one
-16-byte vector load per thread, what the gathered feature rows should use).
+(local memory plus stack frame, where ptxas puts spills: should be 0), static shared memory and the global loads
+by width in the SASS (``LDG.E.128``: one 16-byte vector load per thread, what the gathered feature rows should
+use).
 
 Variants: the message kernels (CSR segment and one-hot reductions, atomic) for float32 / float64 / bfloat16,
 one- and two-layer MLPs, EGNN's two-layer MLP with attention gate and edge weights, edge features by loop

@@ -1,7 +1,8 @@
 """Every Triton kernel the engines launch by default compiles for Hopper (sm_90) and Ampere (sm_80) without a GPU
 (benchmarks/triton_compile.py: Triton's NVIDIA pipeline and ptxas on CPU tensors, with the JIT's argument
-specialisation): no register spills, and the gathered feature rows of the message kernels load as 16-byte
-vectors. The Triton interpreter (triton_interpreter_cases.py) checks the values; this checks the code a GPU runs."""
+specialisation): no register spills (float64 two-layer messages excepted, see below), and the gathered feature
+rows of the message kernels load as 16-byte vectors. The Triton interpreter (triton_interpreter_cases.py) checks
+the values; this checks the code a GPU runs."""
 
 from __future__ import annotations
 
